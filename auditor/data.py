@@ -262,8 +262,6 @@ def _open_tensor_file(path: Path, split: str) -> _Source:
             f"{path}: a data file has no built-in train/test split; use --split all "
             f"(the default) or split the file yourself"
         )
-    if path.suffix.lower() == ".npy":
-        _check_npy_complete(path)
     rows = open_array(path, "x", required=True)
     if len(rows.shape) < 2:
         raise AuditInputError(
@@ -272,28 +270,6 @@ def _open_tensor_file(path: Path, split: str) -> _Source:
         )
     _check_numeric(rows.dtype, f"{path}: array 'x'")
     return _Source(rows, _file_labels(path, rows.shape[0]), [path])
-
-
-def _check_npy_complete(path: Path) -> None:
-    """Say "truncated" plainly, before numpy's memory map fails with a less helpful message."""
-    try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(handle)
-            header_end = handle.tell()
-    except (ValueError, OSError, EOFError, SyntaxError):
-        raise AuditInputError(f"{path}: not a readable .npy file (bad or truncated header)") from None
-    if dtype.hasobject:
-        return  # not numeric data: open_array refuses it with its own message
-    expected = header_end + math.prod(shape) * dtype.itemsize
-    actual = path.stat().st_size
-    if actual < expected:
-        raise AuditInputError(
-            f"{path}: file is truncated: the header promises {shape} {dtype} "
-            f"({expected} bytes) but the file has {actual}"
-        )
 
 
 def _file_labels(path: Path, count: int) -> Callable[[], np.ndarray | None]:

@@ -1,0 +1,29 @@
+# vae-audit: `make demo` runs the main job on the built-in data, `make test` runs the tests.
+# Both install what they need into $(VENV) first. People with CUDA override TORCH_SPEC, e.g.
+#   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+# torch goes in first and pinned: the package's own range is then already satisfied, so pip
+# never replaces the CPU build with a multi-gigabyte CUDA one.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) -m auditor.demo --out build/demo
+
+clean:
+	rm -rf build .pytest_cache

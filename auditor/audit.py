@@ -1,0 +1,282 @@
+"""One audit from the user's inputs to a certificate dict: resolve, check, run the pass, decide.
+
+:class:`AuditRequest` holds what the user asked for (the CLI's flags, or a library caller's
+arguments); :func:`run_audit` checks that the pieces fit together — one encoder source, one
+teacher source, matching K, d, input sizes and sample counts — before any sample is read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .certificate import CertificateNumbers, CertificateState, Verdict, confidence_z, decide
+from .checkpoint import KEY_WITNESS, load_checkpoint, load_state_into, witness_metadata
+from .data import Dataset, InputRecord, open_dataset, to_unit_float
+from .errors import AuditInputError
+from .extract import PassPlan, encode_means, run_pass
+from .fileio import sha256_file
+from .tensorfile import open_array, safetensors_metadata
+from .teacher import load_teacher, open_probabilities
+from .witness import WitnessSpec
+
+CERTIFICATE_SCHEMA = "vae-audit-certificate/1"
+
+
+@dataclass
+class AuditRequest:
+    model: Path | None = None
+    arch: str | None = None
+    latents: Path | None = None
+    teacher: Path | None = None
+    teacher_probs: Path | None = None
+    trust_teacher_code: bool = False
+    data: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    teacher_data: str | None = None
+    view_probs: Path | None = None
+    num_classes: int | None = None
+    beta: float | None = None
+    witness_offset: int | None = None
+    confidence: float = 0.95
+    min_margin: float = 0.0
+    batch_size: int = 512
+    device: str = "auto"
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditResult:
+    numbers: CertificateNumbers
+    verdict: Verdict
+    witness: WitnessSpec
+    witness_source: str
+    inputs: list[InputRecord]
+    context: dict  # model, teacher, data and settings, as written into the report
+    view_gap_reason: str | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise AuditInputError("--device cuda was asked for, but no CUDA device is available")
+        return torch.device("cuda")
+    raise AuditInputError(f"unknown --device {name!r} (use auto, cpu or cuda)")
+
+
+def _file_record(role: str, path: Path) -> InputRecord:
+    return InputRecord(role=role, path=str(path), sha256=sha256_file(path))
+
+
+def _import_factory(spec: str) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise AuditInputError(f"--arch must look like module:factory, got {spec!r}")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # so that a user's local module is found
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        raise AuditInputError(f"--arch {spec}: cannot import module {module_name!r} ({exc})") from None
+    except AttributeError:
+        raise AuditInputError(f"--arch {spec}: module {module_name!r} has no {attr!r}") from None
+    model = factory()
+    if not isinstance(model, nn.Module) or not callable(getattr(model, "encode", None)):
+        raise AuditInputError(f"--arch {spec}: the factory must return an nn.Module with an encode(x) method")
+    return model
+
+
+def _check_choice(req: AuditRequest) -> None:
+    encoders = [flag for flag, v in (("--model", req.model and not req.arch), ("--arch", req.arch), ("--latents", req.latents)) if v]
+    if len(encoders) != 1:
+        raise AuditInputError("give exactly one of --model, --arch (optionally with --model weights) or --latents"
+                              + (f" (got {', '.join(encoders)})" if encoders else ""))
+    if req.latents and req.model:
+        raise AuditInputError("--latents cannot be combined with --model")
+    teachers = [flag for flag, v in (("--teacher", req.teacher), ("--teacher-probs", req.teacher_probs)) if v]
+    if len(teachers) != 1:
+        raise AuditInputError("give exactly one of --teacher or --teacher-probs" + (f" (got {', '.join(teachers)})" if teachers else ""))
+    if req.teacher_data and not req.teacher:
+        raise AuditInputError("--teacher-data needs --teacher (the teacher must run on both views)")
+    if req.teacher_data and req.view_probs:
+        raise AuditInputError("give --teacher-data or --view-probs for the view gap, not both")
+    if req.batch_size < 1:
+        raise AuditInputError(f"--batch-size must be >= 1, got {req.batch_size}")
+    if req.limit is not None and req.limit < 1:
+        raise AuditInputError(f"--limit must be >= 1, got {req.limit}")
+    confidence_z(req.confidence)
+    if not math.isfinite(req.min_margin):
+        raise AuditInputError(f"--min-margin must be a finite number, got {req.min_margin}")
+
+
+def _limited(reader, limit: int | None):
+    """Rows [0, limit) of a file-backed source, for --limit without --data."""
+    if limit is None or reader.shape[0] <= limit:
+        return reader
+    from .tensorfile import InMemoryArray
+
+    return InMemoryArray(reader.read(0, limit))
+
+
+def _witness_from_flags(req: AuditRequest, fixed: dict | None, fixed_where: str, latent_dim: int, teacher_k: int) -> tuple[WitnessSpec, str]:
+    flags = {"num_classes": req.num_classes, "beta": req.beta, "offset": req.witness_offset}
+    if fixed is not None:
+        for key, flag in (("num_classes", "--num-classes"), ("beta", "--beta"), ("offset", "--witness-offset")):
+            if flags[key] is not None and flags[key] != fixed[key]:
+                raise AuditInputError(f"{flag} {flags[key]} contradicts the witness fixed in {fixed_where} ({key}={fixed[key]}); drop the flag")
+        spec = WitnessSpec(fixed["num_classes"], latent_dim, fixed["beta"], fixed["offset"])
+        source = f"metadata of {fixed_where}"
+    else:
+        if req.beta is None:
+            raise AuditInputError("the witness needs --beta (and optionally --num-classes, --witness-offset) when the model's metadata does not fix it")
+        K = req.num_classes if req.num_classes is not None else teacher_k
+        spec = WitnessSpec(K, latent_dim, float(req.beta), req.witness_offset or 0)
+        source = "command-line flags"
+    if spec.num_classes != teacher_k:
+        raise AuditInputError(f"the witness has K={spec.num_classes} classes but the teacher gives K={teacher_k}")
+    return spec, source
+
+
+def run_audit(req: AuditRequest, progress=None) -> AuditResult:
+    _check_choice(req)
+    device = resolve_device(req.device)
+    inputs: list[InputRecord] = []
+    sources = {}
+    context: dict = {}
+
+    dataset: Dataset | None = None
+    if req.data is not None:
+        dataset = open_dataset(req.data, req.split, req.limit, role="data")
+        inputs += dataset.inputs
+        sources["x"] = dataset
+        context["data"] = {"spec": req.data, "split": dataset.split, "limit": req.limit,
+                           "sample_shape": list(dataset.sample_shape), "dtype": str(dataset.dtype)}
+    elif req.split not in (None, "all"):
+        raise AuditInputError("--split needs --data")
+
+    # ---- encoder side
+    encoder, input_shape, fixed_witness, fixed_where = None, None, None, ""
+    if req.latents:
+        mu = open_array(req.latents, "mu")
+        if len(mu.shape) != 2:
+            raise AuditInputError(f"{req.latents}: 'mu' must be an N×d array, found shape {mu.shape}")
+        inputs.append(_file_record("latents", req.latents))
+        sources["mu"] = _limited(mu, None if dataset else req.limit)
+        logvar = open_array(req.latents, "logvar", required=False)
+        if logvar is not None:
+            if tuple(logvar.shape) != tuple(mu.shape):
+                raise AuditInputError(f"{req.latents}: 'logvar' has shape {logvar.shape}, 'mu' has {mu.shape}")
+            sources["logvar"] = _limited(logvar, None if dataset else req.limit)
+        latent_dim = int(mu.shape[1])
+        context["model"] = {"source": "latents", "path": str(req.latents)}
+    else:
+        if dataset is None:
+            raise AuditInputError("the encoder needs input data: give --data")
+        if req.arch:
+            encoder = _import_factory(req.arch)
+            if req.model:
+                if Path(req.model).suffix.lower() != ".safetensors":
+                    raise AuditInputError(f"{req.model}: weights are read from .safetensors files only")
+                from safetensors.torch import load_file
+
+                meta = safetensors_metadata(req.model)
+                load_state_into(encoder, load_file(str(req.model)), Path(req.model))
+                inputs.append(_file_record("model", Path(req.model)))
+                if KEY_WITNESS in meta:
+                    fixed_witness, fixed_where = witness_metadata(meta, Path(req.model)), str(req.model)
+            encoder.eval()
+            context["model"] = {"source": "arch", "factory": req.arch, "weights": str(req.model) if req.model else None}
+        else:
+            ckpt = load_checkpoint(req.model)
+            encoder = ckpt.model
+            inputs.append(_file_record("model", Path(req.model)))
+            fixed_witness, fixed_where = ckpt.witness, str(req.model)
+            input_shape = tuple(ckpt.architecture["input_shape"])
+            if math.prod(input_shape) != math.prod(dataset.sample_shape):
+                raise AuditInputError(
+                    f"the model takes inputs of shape {list(input_shape)} but the data samples have shape {list(dataset.sample_shape)}"
+                )
+            context["model"] = {"source": "checkpoint", "path": str(req.model),
+                                "architecture": ckpt.architecture, "training": ckpt.training}
+        encoder.to(device)
+        latent_dim = _probe_latent_dim(encoder, dataset, input_shape, device)
+
+    # ---- teacher side
+    teacher = None
+    if req.teacher_probs:
+        probs = open_probabilities(req.teacher_probs, "probs")
+        inputs.append(_file_record("teacher-probs", req.teacher_probs))
+        sources["probs"] = _limited(probs, None if dataset else req.limit)
+        teacher_k = int(probs.shape[1])
+        context["teacher"] = {"kind": "probabilities", "path": str(req.teacher_probs)}
+    else:
+        if dataset is None:
+            raise AuditInputError("the teacher needs input data: give --data (or precomputed --teacher-probs)")
+        teacher = load_teacher(req.teacher, req.trust_teacher_code, dataset.sample_shape).to(device).eval()
+        inputs.append(_file_record("teacher", req.teacher))
+        teacher_k = teacher.num_classes
+        if teacher.input_dim is not None and teacher.input_dim != math.prod(dataset.sample_shape):
+            raise AuditInputError(
+                f"the teacher takes inputs of size {teacher.input_dim} but the data samples have size {math.prod(dataset.sample_shape)}"
+            )
+        context["teacher"] = {"kind": teacher.kind, "path": str(req.teacher),
+                              "temperature": getattr(teacher, "temperature", None)}
+
+    # ---- view gap
+    with_view, view_reason = False, None
+    if req.teacher_data:
+        teacher_view = open_dataset(req.teacher_data, req.split, req.limit, role="teacher-data")
+        if math.prod(teacher_view.sample_shape) != teacher.input_dim and teacher.input_dim is not None:
+            raise AuditInputError(f"--teacher-data samples have size {math.prod(teacher_view.sample_shape)}, the teacher takes {teacher.input_dim}")
+        inputs += teacher_view.inputs
+        sources["x_teacher"] = teacher_view
+        with_view = True
+    elif req.view_probs:
+        view = open_probabilities(req.view_probs, "probs")
+        if int(view.shape[1]) != teacher_k:
+            raise AuditInputError(f"{req.view_probs}: has K={view.shape[1]} columns, the teacher gives K={teacher_k}")
+        inputs.append(_file_record("view-probs", req.view_probs))
+        sources["view_probs"] = _limited(view, None if dataset else req.limit)
+        with_view = True
+    else:
+        view_reason = "no second view was given (--teacher-data or --view-probs): the teacher saw the encoder's own inputs"
+
+    spec, witness_source = _witness_from_flags(req, fixed_witness, fixed_where, latent_dim, teacher_k)
+    plan = PassPlan(sources, encoder=encoder, teacher=teacher, with_view=with_view, input_shape=input_shape)
+    if plan.num_samples == 0:
+        raise AuditInputError("the audit set is empty: no samples to audit")
+    state = CertificateState(spec, with_view=with_view, device=device)
+    run_pass(plan, state, req.batch_size, device, on_batch=progress)
+    numbers = state.compute()
+    verdict = decide(numbers, req.confidence, req.min_margin)
+    context["settings"] = {"batch_size": req.batch_size, "device": device.type, "precision": "fp32",
+                           "confidence": req.confidence, "min_margin": req.min_margin}
+    return AuditResult(numbers, verdict, spec, witness_source, inputs, context, view_reason)
+
+
+@torch.no_grad()
+def _probe_latent_dim(encoder: nn.Module, dataset: Dataset, input_shape, device) -> int:
+    if dataset.num_samples == 0:
+        raise AuditInputError("the audit set is empty: no samples to audit")
+    x = to_unit_float(torch.from_numpy(dataset.read(0, 1).copy()).to(device))
+    if input_shape is not None:
+        x = x.reshape(1, *input_shape)
+    try:
+        mu, _ = encode_means(encoder, x)
+    except RuntimeError as exc:
+        raise AuditInputError(f"the encoder cannot run on the data's samples of shape {list(dataset.sample_shape)} ({str(exc).splitlines()[0][:120]})") from None
+    if mu.ndim != 2:
+        raise AuditInputError(f"encode(x) must return means of shape (batch, d), got {tuple(mu.shape)}")
+    return int(mu.shape[1])

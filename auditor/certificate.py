@@ -1,0 +1,403 @@
+"""The certificate's streaming state, its merge, and the numbers and verdict computed from it.
+
+Everything in DESIGN §1 is a function of sums over samples. The state keeps them in float64 —
+O(K² + d) numbers whatever N is — as plain sums, min/max extremes, and centred moments (merged
+with Chan's exact update rather than raw sums of squares, which lose small variances). That one contract serves a single pass, a sharded pass,
+torch.distributed all-reduce and a training loop's per-epoch monitor alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from .errors import AuditInputError
+from .witness import WitnessSpec, witness_matrix
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Var_x E[z_d | x] > 0.01
+PROB_SUM_TOLERANCE = 1e-4  # teacher rows are float32 softmaxes; allow their rounding, not mistakes
+
+
+def _xlogy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.special.xlogy(x, y)
+
+
+@dataclass
+class StateField:
+    reduce: str  # "sum" | "min" | "max"
+    value: torch.Tensor
+
+
+class Moments:
+    """Count, mean and centred second moments of row vectors, merged exactly (Chan et al., 1979).
+
+    Raw sums of squares lose every digit of a small variance to cancellation; centred moments
+    merged with Chan's update keep them, and stay a fixed-size, mergeable state.
+    """
+
+    def __init__(self, size: int, full: bool, device: torch.device):
+        self.full = full
+        self.n = torch.zeros((), dtype=torch.float64, device=device)
+        self.mean = torch.zeros(size, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros((size, size) if full else (size,), dtype=torch.float64, device=device)
+
+    def _merge(self, n_b: torch.Tensor, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        weight = torch.where(n > 0, self.n * n_b / n.clamp(min=1), torch.zeros_like(n))
+        self.m2 = self.m2 + m2_b + weight * (torch.outer(delta, delta) if self.full else delta * delta)
+        self.mean = self.mean + delta * torch.where(n > 0, n_b / n.clamp(min=1), torch.zeros_like(n))
+        self.n = n
+
+    def update(self, rows: torch.Tensor) -> None:
+        mean_b = rows.mean(dim=0)
+        centred = rows - mean_b
+        m2_b = centred.T @ centred if self.full else (centred * centred).sum(dim=0)
+        self._merge(torch.tensor(float(rows.shape[0]), dtype=torch.float64, device=rows.device), mean_b, m2_b)
+
+    def merge(self, other: "Moments") -> None:
+        self._merge(other.n.to(self.n.device), other.mean.to(self.n.device), other.m2.to(self.n.device))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"n": self.n, "mean": self.mean, "m2": self.m2}
+
+
+class CertificateState:
+    """Mergeable float64 state from which Ĝ, I_T, L, the LCB, the view gap and diagnostics follow.
+
+    ``update`` takes a batch of latent means (B×d), teacher probabilities (B×K), optionally the
+    log-variances (B×d) and the teacher's probabilities on the encoder's own view (B×K).
+    ``update`` never synchronises with the host: input problems (non-finite values, rows that
+    are not probability vectors) are counted in the state and raised by :meth:`compute`.
+    """
+
+    def __init__(self, spec: WitnessSpec, with_view: bool = False, device: str | torch.device = "cpu"):
+        self.spec = spec
+        self.with_view = with_view
+        self.device = torch.device(device)
+        K, d = spec.num_classes, spec.latent_dim
+        self._S = torch.as_tensor(witness_matrix(spec), device=self.device)
+        zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=self.device)  # noqa: E731
+        full = lambda v, *shape: torch.full(shape, v, dtype=torch.float64, device=self.device)  # noqa: E731
+        # (p_i, CE_i) jointly: p̄, mean CE and every covariance the LCB's influence variance needs.
+        self.p_ce = Moments(K + 1, full=True, device=self.device)
+        self.mu = Moments(d, full=False, device=self.device)
+        self.fields: dict[str, StateField] = {
+            "sum_h": StateField("sum", zeros()),
+            "sum_agree": StateField("sum", zeros()),
+            "sum_escape": StateField("sum", zeros()),
+            "min_mu": StateField("min", full(math.inf, d)),
+            "max_mu": StateField("max", full(-math.inf, d)),
+            "n_logvar": StateField("sum", zeros()),
+            "sum_prior_kl": StateField("sum", zeros(d)),
+            # per teacher class (argmax p): count, Σ max p, Σ agreement, Σ KL(p‖q), Σ q_k
+            "class_stats": StateField("sum", zeros(5, K)),
+            # input problems, raised at compute(): rows with non-finite μ / log σ², bad p / p′ rows
+            "bad_mu": StateField("sum", zeros()),
+            "bad_logvar": StateField("sum", zeros()),
+            "bad_p": StateField("sum", zeros()),
+            "bad_p_view": StateField("sum", zeros()),
+        }
+        if with_view:
+            self.fields.update({
+                "sum_p_view": StateField("sum", zeros(K)),
+                "sum_ce_view": StateField("sum", zeros()),
+                "sum_tv_range": StateField("sum", zeros()),
+                "sum_tv": StateField("sum", zeros()),
+                "sum_kl_view": StateField("sum", zeros()),
+            })
+
+    # ------------------------------------------------------------------ accumulation
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        slot = self.fields[name]
+        if slot.reduce == "sum":
+            slot.value = slot.value + value
+        elif slot.reduce == "min":
+            slot.value = torch.minimum(slot.value, value)
+        else:
+            slot.value = torch.maximum(slot.value, value)
+
+    @staticmethod
+    def _count_bad_probs(p: torch.Tensor) -> torch.Tensor:
+        finite = torch.isfinite(p).all(dim=1)
+        ok = finite & (p >= 0).all(dim=1) & ((p.sum(dim=1) - 1).abs() <= PROB_SUM_TOLERANCE)
+        return (~ok).sum().to(torch.float64)
+
+    @torch.no_grad()
+    def update(
+        self,
+        mu: torch.Tensor,
+        p: torch.Tensor,
+        logvar: torch.Tensor | None = None,
+        p_view: torch.Tensor | None = None,
+    ) -> None:
+        K, d = self.spec.num_classes, self.spec.latent_dim
+        if mu.ndim != 2 or mu.shape[1] != d:
+            raise AuditInputError(f"latent means have shape {tuple(mu.shape)}, expected (batch, {d})")
+        if p.ndim != 2 or p.shape != (mu.shape[0], K):
+            raise AuditInputError(f"teacher probabilities have shape {tuple(p.shape)}, expected ({mu.shape[0]}, {K})")
+        if self.with_view and p_view is None:
+            raise AuditInputError("the view gap needs the teacher's probabilities on the encoder's view")
+        if mu.shape[0] == 0:
+            return
+        mu = mu.detach().to(self.device, torch.float64)
+        p = p.detach().to(self.device, torch.float64)
+        self._add("bad_mu", (~torch.isfinite(mu).all(dim=1)).sum().to(torch.float64))
+        self._add("bad_p", self._count_bad_probs(p))
+
+        z = self.spec.beta * (mu @ self._S)
+        logq = torch.log_softmax(z, dim=1)
+        q = logq.exp()
+        ce = -(p * logq).sum(dim=1)
+        h = -_xlogy(p, p).sum(dim=1)
+        teacher_class = p.argmax(dim=1)
+        agree = (q.argmax(dim=1) == teacher_class).to(torch.float64)
+
+        self.p_ce.update(torch.cat([p, ce[:, None]], dim=1))
+        self.mu.update(mu)
+        self._add("sum_h", h.sum())
+        self._add("sum_agree", agree.sum())
+        self._add("sum_escape", (self.spec.beta * ((q - p) @ self._S.T)).norm(dim=1).sum())
+        self._add("min_mu", mu.min(dim=0).values)
+        self._add("max_mu", mu.max(dim=0).values)
+
+        onehot = torch.nn.functional.one_hot(teacher_class, K).to(torch.float64)
+        per_sample = torch.stack([
+            torch.ones_like(ce), p.max(dim=1).values, agree, ce - h, q.gather(1, teacher_class[:, None])[:, 0]
+        ])
+        self._add("class_stats", per_sample @ onehot)
+
+        if logvar is not None:
+            logvar = logvar.detach().to(self.device, torch.float64)
+            if logvar.shape != mu.shape:
+                raise AuditInputError(f"log-variances have shape {tuple(logvar.shape)}, expected {tuple(mu.shape)}")
+            self._add("bad_logvar", (~torch.isfinite(logvar).all(dim=1)).sum().to(torch.float64))
+            self._add("n_logvar", torch.tensor(float(mu.shape[0]), dtype=torch.float64, device=self.device))
+            self._add("sum_prior_kl", 0.5 * (mu * mu + logvar.exp() - logvar - 1).sum(dim=0))
+
+        if self.with_view:
+            pv = p_view.detach().to(self.device, torch.float64)
+            if pv.shape != p.shape:
+                raise AuditInputError(f"encoder-view probabilities have shape {tuple(pv.shape)}, expected {tuple(p.shape)}")
+            self._add("bad_p_view", self._count_bad_probs(pv))
+            tv = 0.5 * (p - pv).abs().sum(dim=1)
+            z_range = z.max(dim=1).values - z.min(dim=1).values
+            self._add("sum_p_view", pv.sum(dim=0))
+            self._add("sum_ce_view", -(pv * logq).sum(dim=1).sum())
+            self._add("sum_tv_range", (tv * z_range).sum())
+            self._add("sum_tv", tv.sum())
+            self._add("sum_kl_view", (_xlogy(p, p) - _xlogy(p, pv)).sum())
+
+    # ------------------------------------------------------------------ merging
+    def merge_state(self, other: "CertificateState") -> None:
+        if other.spec != self.spec or other.with_view != self.with_view:
+            raise ValueError("cannot merge certificate states of different witnesses or views")
+        self.p_ce.merge(other.p_ce)
+        self.mu.merge(other.mu)
+        for name, slot in other.fields.items():
+            self._add(name, slot.value.to(self.device))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        values = {f"p_ce.{k}": v for k, v in self.p_ce.tensors().items()}
+        values.update({f"mu.{k}": v for k, v in self.mu.tensors().items()})
+        values.update({name: slot.value for name, slot in self.fields.items()})
+        return {k: v.detach().clone() for k, v in values.items()}
+
+    def load_state_dict(self, values: dict[str, torch.Tensor]) -> None:
+        for key, value in values.items():
+            value = value.to(self.device, torch.float64).clone()
+            group, _, part = key.partition(".")
+            if part:
+                setattr(getattr(self, group), part, value)
+            else:
+                self.fields[key].value = value
+
+    def all_reduce(self, group=None) -> None:
+        """Combine this state across torch.distributed ranks.
+
+        Each rank's state is gathered (it is small: O(K² + d)) and folded in rank order with
+        :meth:`merge_state`, so every rank ends with the same numbers as one process would have.
+        """
+        import torch.distributed as dist
+
+        own = self.state_dict()
+        flat = torch.cat([v.reshape(-1) for v in own.values()])
+        gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, flat, group=group)
+        merged = CertificateState(self.spec, self.with_view, self.device)
+        for rank_flat in gathered:
+            part, offset = CertificateState(self.spec, self.with_view, self.device), 0
+            values = {}
+            for key, value in own.items():
+                values[key] = rank_flat[offset : offset + value.numel()].reshape(value.shape)
+                offset += value.numel()
+            part.load_state_dict(values)
+            merged.merge_state(part)
+        self.load_state_dict(merged.state_dict())
+
+    def reset(self) -> None:
+        self.__init__(self.spec, self.with_view, self.device)
+
+    # ------------------------------------------------------------------ results
+    def compute(self) -> "CertificateNumbers":
+        """The numbers of DESIGN §1 from the state (raises AuditInputError for bad inputs seen)."""
+        v = {name: value.cpu().numpy().astype(np.float64) for name, value in self.state_dict().items()}
+        _raise_for_bad_inputs(v, self.with_view)
+        return numbers_from_state(v, self.spec, self.with_view)
+
+
+def _raise_for_bad_inputs(v: dict[str, np.ndarray], with_view: bool) -> None:
+    n = int(v["p_ce.n"])
+    if n == 0:
+        raise AuditInputError("the audit set is empty: no samples were read")
+    if v["bad_mu"] > 0:
+        raise AuditInputError(f"latent means contain NaN or inf in {int(v['bad_mu'])} of {n} samples")
+    if v["bad_logvar"] > 0:
+        raise AuditInputError(f"log-variances contain NaN or inf in {int(v['bad_logvar'])} of {n} samples")
+    for key, what in (("bad_p", "teacher probabilities"), ("bad_p_view", "encoder-view teacher probabilities")):
+        if v[key] > 0:
+            raise AuditInputError(
+                f"{what} are not probability vectors in {int(v[key])} of {n} rows "
+                f"(negative, NaN/inf, or not summing to 1 within {PROB_SUM_TOLERANCE})"
+            )
+
+
+def _entropy(p: np.ndarray) -> float:
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum())
+
+
+@dataclass
+class CertificateNumbers:
+    num_samples: int
+    num_classes: int
+    teacher_information: float  # I_T
+    alignment_loss: float  # L
+    margin: float  # Ĝ = I_T − L
+    margin_std_error: float | None  # sqrt(var ψ / N); None when N < 2
+    teacher_marginal_entropy: float  # H(p̄)
+    teacher_mean_entropy: float  # mean H(p_i)
+    mean_cross_entropy: float
+    diagnostics: dict
+    per_class: list[dict]
+    view: dict | None = field(default=None)
+
+    def margin_lcb(self, confidence: float) -> float | None:
+        """Delta-method lower confidence bound Ĝ − z·se (confidence 0 means the exact audit-set margin)."""
+        z = confidence_z(confidence)
+        if z == 0.0:
+            return self.margin
+        if self.margin_std_error is None:
+            return None
+        return self.margin - z * self.margin_std_error
+
+
+def confidence_z(confidence: float) -> float:
+    if not (0.0 <= confidence < 1.0):
+        raise AuditInputError(f"--confidence must be in [0, 1), got {confidence}")
+    return max(0.0, float(norm.ppf(confidence))) if confidence > 0 else 0.0
+
+
+def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: bool) -> CertificateNumbers:
+    K = spec.num_classes
+    n = float(v["p_ce.n"])
+    p_bar, mean_ce = v["p_ce.mean"][:K], float(v["p_ce.mean"][K])
+    m2 = v["p_ce.m2"]
+    h_bar = _entropy(p_bar)
+    mean_h = float(v["sum_h"]) / n
+    margin = h_bar - mean_ce
+
+    # Influence ψ_i = −⟨w, p_i − p̄⟩ − (CE_i − mean CE) with w = log p̄, so Σψ² is the quadratic
+    # form of the centred (p, CE) comoment matrix in the vector (w, 1). Classes with p̄_k = 0
+    # have p_ik = 0 for every i, so their log p̄ never contributes.
+    w = np.where(p_bar > 0, np.log(np.where(p_bar > 0, p_bar, 1.0)), 0.0)
+    u = np.append(w, 1.0)
+    sum_psi2 = float(u @ m2 @ u)
+    std_error = math.sqrt(max(sum_psi2, 0.0) / (n - 1) / n) if n >= 2 else None
+
+    mu_mean = v["mu.mean"]
+    mu_var = v["mu.m2"] / n
+    max_dev = float(np.max(np.maximum(v["max_mu"] - mu_mean, mu_mean - v["min_mu"])))
+    has_logvar = float(v["n_logvar"]) == n
+    diagnostics = {
+        "max_abs_deviation_from_mean": max_dev,
+        "exactly_constant": bool(np.all(v["max_mu"] == v["min_mu"])),
+        "active_units": int(np.sum(mu_var > ACTIVE_UNIT_THRESHOLD)),
+        "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
+        "latent_dim": spec.latent_dim,
+        "latent_variance": mu_var.tolist(),
+        "mean_sq_norm": float((mu_var + mu_mean**2).sum()),
+        "mean_prior_kl": float(v["sum_prior_kl"].sum()) / n if has_logvar else None,
+        "prior_kl_per_dim": (v["sum_prior_kl"] / n).tolist() if has_logvar else None,
+        "witness_agreement": float(v["sum_agree"]) / n,
+        "escape_force": float(v["sum_escape"]) / n,
+    }
+
+    cs = v["class_stats"]
+    per_class = []
+    for k in range(spec.num_classes):
+        count = cs[0, k]
+        per_class.append({
+            "class": k,
+            "count": int(count),
+            "teacher_mass": float(p_bar[k]),
+            "mean_teacher_confidence": float(cs[1, k] / count) if count else None,
+            "witness_agreement": float(cs[2, k] / count) if count else None,
+            "mean_alignment_loss": float(cs[3, k] / count) if count else None,
+            "mean_witness_prob": float(cs[4, k] / count) if count else None,
+        })
+
+    view = None
+    if with_view:
+        h_bar_view = _entropy(v["sum_p_view"] / n)
+        bound = abs(h_bar_view - h_bar) + float(v["sum_tv_range"]) / n
+        view = {
+            "bound": bound,
+            "margin_encoder_view": h_bar_view - float(v["sum_ce_view"]) / n,
+            "mean_kl": float(v["sum_kl_view"]) / n,
+            "mean_tv": float(v["sum_tv"]) / n,
+        }
+
+    return CertificateNumbers(
+        num_samples=int(n),
+        num_classes=spec.num_classes,
+        teacher_information=h_bar - mean_h,
+        alignment_loss=mean_ce - mean_h,
+        margin=margin,
+        margin_std_error=std_error,
+        teacher_marginal_entropy=h_bar,
+        teacher_mean_entropy=mean_h,
+        mean_cross_entropy=mean_ce,
+        diagnostics=diagnostics,
+        per_class=per_class,
+        view=view,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    certified: bool
+    margin_lcb: float | None
+    confidence: float
+    min_margin: float
+    view_certified: bool | None  # G − Δ_view > δ: holds under both views; None without a view gap
+
+    @property
+    def label(self) -> str:
+        return "certified" if self.certified else "not_certified"
+
+
+def decide(numbers: CertificateNumbers, confidence: float = 0.95, min_margin: float = 0.0) -> Verdict:
+    """Certified iff LCB ≥ δ (DESIGN §1). The view-gap check is reported beside it, not folded in."""
+    if not math.isfinite(min_margin):
+        raise AuditInputError(f"--min-margin must be a finite number, got {min_margin}")
+    lcb = numbers.margin_lcb(confidence)
+    certified = lcb is not None and lcb >= min_margin
+    view_ok = None
+    if numbers.view is not None:
+        view_ok = numbers.margin - numbers.view["bound"] > min_margin
+    return Verdict(certified, lcb, confidence, min_margin, view_ok)

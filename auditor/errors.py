@@ -1,0 +1,9 @@
+"""The one exception type that the command line turns into a one-line message and exit code 2."""
+
+
+class AuditInputError(Exception):
+    """Bad input or usage: a file, flag or shape the user can fix.
+
+    The message must be one line and say what to fix; the CLI prints it as
+    ``error: <message>`` and exits with code 2, without a traceback.
+    """
