@@ -33,9 +33,15 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from . import cmd_certify
+    """Every ``auditor/cmd_*.py`` module adds its commands through its ``register(app)``."""
+    import importlib
+    import pkgutil
 
-    app.command("certify")(cmd_certify.certify)
+    from . import __path__ as package_path
+
+    for info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            importlib.import_module(f"{__package__}.{info.name}").register(app)
 
 
 _INVOCATION: ContextVar[list[str]] = ContextVar("invocation", default=["audit"])

@@ -71,3 +71,7 @@ def certify(
         print_summary(cert, console)
         console.print(f"wrote {', '.join(str(p) for p in written)}")
     return 0 if result.verdict.certified else 1
+
+
+def register(app: typer.Typer) -> None:
+    app.command("certify")(certify)
