@@ -102,3 +102,8 @@ def build_model(arch: dict, where: str = "architecture") -> nn.Module:
     if name not in ARCHITECTURES:
         raise AuditInputError(f"{where}: unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
     return ARCHITECTURES[name](arch, where)
+
+
+# Architectures kept in their own modules register themselves into ARCHITECTURES when imported;
+# imported last because they build on the helpers above.
+from . import net_constvar, net_lidvae  # noqa: E402,F401
