@@ -401,3 +401,18 @@ def decide(numbers: CertificateNumbers, confidence: float = 0.95, min_margin: fl
     if numbers.view is not None:
         view_ok = numbers.margin - numbers.view["bound"] > min_margin
     return Verdict(certified, lcb, confidence, min_margin, view_ok)
+
+
+def teacher_information(p) -> float:
+    """I_T = H(p̄) − (1/N) Σ H(p_i) of teacher rows ``p`` (N×K), computed by the certificate state.
+
+    I_T does not depend on the latent means, so the state is fed zero means on the smallest
+    witness for K classes; the entropies are the state's own, never a second copy of them.
+    """
+    p = torch.as_tensor(np.asarray(p, dtype=np.float64))
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise AuditInputError(f"teacher probabilities must be an N×K array with K >= 2, got shape {tuple(p.shape)}")
+    K = int(p.shape[1])
+    state = CertificateState(WitnessSpec(K, K - 1, 1.0))
+    state.update(torch.zeros((p.shape[0], K - 1), dtype=torch.float64), p)
+    return state.compute().teacher_information
