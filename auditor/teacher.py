@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -80,6 +82,11 @@ class ProgramTeacher(nn.Module):
         self.num_classes = num_classes
         self.input_dim = input_dim
 
+    def train(self, mode: bool = True) -> "ProgramTeacher":
+        # An exported program has no train/eval modes (it refuses .train()); it runs as exported.
+        self.training = mode
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.module(x)
         return torch.softmax(logits.to(torch.float64), dim=1)
@@ -95,17 +102,24 @@ def load_teacher(path: str | Path, trust_code: bool = False, input_shape: tuple[
     return teacher_from_dict(_load_weights_only(path), str(path))
 
 
+def _refusal_reason(exc: Exception) -> str:
+    """The unsupported global named in torch's weights-only error, e.g. ``posix.system``."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f"a pickled {match.group(1)}" if match else "pickled objects"
+
+
 def _load_weights_only(path: Path) -> dict:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
         raise AuditInputError(
-            f"{path}: refused to load: the file holds objects other than tensors and plain values "
-            f"({first[:160]}); teachers are loaded with weights_only=True and never executed"
+            f"{path}: refused to load: the file holds {_refusal_reason(exc)}, not only tensors and plain values "
+            "(teachers are read with torch.load(weights_only=True); nothing in the file was run)"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise AuditInputError(f"{path}: not a readable torch file (truncated or corrupt: {str(exc).splitlines()[0][:120]})") from None
+        raise AuditInputError(f"{path}: not a readable torch file (truncated or corrupt: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})") from None
     if not isinstance(obj, dict):
         raise AuditInputError(f"{path}: a teacher file must hold a dict, found {type(obj).__name__}")
     return obj
@@ -165,7 +179,10 @@ def _load_program(path: Path, trust_code: bool, input_shape: tuple[int, ...] | N
         try:
             logits = module(torch.zeros((1, *input_shape), dtype=torch.float32))
         except Exception as exc:
-            raise AuditInputError(f"{path}: the teacher program does not accept inputs of shape {tuple(input_shape)} ({type(exc).__name__})") from None
+            raise AuditInputError(
+                f"{path}: the teacher program does not accept a batch of inputs of shape {tuple(input_shape)} "
+                f"({type(exc).__name__}); export it with a dynamic batch dimension"
+            ) from None
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] < 2:
         raise AuditInputError(f"{path}: the teacher program must return logits of shape (batch, K) with K >= 2")
     return ProgramTeacher(module, int(logits.shape[1]), int(np.prod(input_shape)))
