@@ -31,7 +31,8 @@ class ConstVarVAE(MLPVAE):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu = _run_stack(self.encoder, x.reshape(x.shape[0], -1), self._act)
-        return mu, self.posterior_logvar.expand_as(mu)
+        # A sum rather than expand(): a view of the parameter would still require grad under no_grad.
+        return mu, torch.zeros_like(mu) + self.posterior_logvar
 
 
 def build_constvar(arch: dict, where: str) -> ConstVarVAE:
