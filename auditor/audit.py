@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -261,9 +261,20 @@ def run_audit(req: AuditRequest, progress=None) -> AuditResult:
     run_pass(plan, state, req.batch_size, device, on_batch=progress)
     numbers = state.compute()
     verdict = decide(numbers, req.confidence, req.min_margin)
+    context["request"] = request_record(req)
     context["settings"] = {"batch_size": req.batch_size, "device": device.type, "precision": "fp32",
                            "confidence": req.confidence, "min_margin": req.min_margin}
     return AuditResult(numbers, verdict, spec, witness_source, inputs, context, view_reason)
+
+
+def request_record(req: AuditRequest) -> dict:
+    """The request as JSON data (paths as strings), so that `audit verify --recompute` can re-run it."""
+    record = {}
+    for f in fields(req):
+        if f.name != "command":
+            value = getattr(req, f.name)
+            record[f.name] = str(value) if isinstance(value, Path) else value
+    return record
 
 
 @torch.no_grad()

@@ -16,10 +16,13 @@ import torch
 from scipy.stats import norm
 
 from .errors import AuditInputError
-from .witness import WitnessSpec, witness_matrix
+from .witness import WitnessSpec, analytic_energy, witness_matrix
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Var_x E[z_d | x] > 0.01
 PROB_SUM_TOLERANCE = 1e-4  # teacher rows are float32 softmaxes; allow their rounding, not mistakes
+# Margin–energy path (DESIGN §1): μ_t = t·μ*(p) at these t; its witness prediction is ∝ p^t.
+PATH_TS = tuple(i / 10 for i in range(11))
+_LOG_ZERO = -1e300  # stands for log 0: t·_LOG_ZERO is still "minus infinity" for softmax, and 0·it = 0
 
 
 def _xlogy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,6 +104,11 @@ class CertificateState:
             "bad_logvar": StateField("sum", zeros()),
             "bad_p": StateField("sum", zeros()),
             "bad_p_view": StateField("sum", zeros()),
+            # margin–energy path: Σ‖ℓ(p_i)‖² over full-support rows, rows without full support,
+            # and Σ_i CE(p_i, softmax(t·log p_i)) for each t in PATH_TS
+            "sum_sq_centered_log": StateField("sum", zeros()),
+            "rows_without_full_support": StateField("sum", zeros()),
+            "path_ce": StateField("sum", zeros(len(PATH_TS))),
         }
         if with_view:
             self.fields.update({
@@ -158,6 +166,7 @@ class CertificateState:
         agree = (q.argmax(dim=1) == teacher_class).to(torch.float64)
 
         self.p_ce.update(torch.cat([p, ce[:, None]], dim=1))
+        self._update_path(p)
         self.mu.update(mu)
         self._add("sum_h", h.sum())
         self._add("sum_agree", agree.sum())
@@ -191,6 +200,15 @@ class CertificateState:
             self._add("sum_tv_range", (tv * z_range).sum())
             self._add("sum_tv", tv.sum())
             self._add("sum_kl_view", (_xlogy(p, p) - _xlogy(p, pv)).sum())
+
+    def _update_path(self, p: torch.Tensor) -> None:
+        full = (p > 0).all(dim=1)
+        logp = torch.where(p > 0, torch.log(p), torch.full_like(p, _LOG_ZERO))
+        centred = logp - logp.mean(dim=1, keepdim=True)
+        self._add("sum_sq_centered_log", torch.where(full, (centred * centred).sum(dim=1), 0.0).sum())
+        self._add("rows_without_full_support", (~full).sum().to(torch.float64))
+        ce_t = [-(p * torch.log_softmax(t * logp, dim=1)).sum() for t in PATH_TS]
+        self._add("path_ce", torch.stack(ce_t))
 
     # ------------------------------------------------------------------ merging
     def merge_state(self, other: "CertificateState") -> None:
@@ -285,6 +303,7 @@ class CertificateNumbers:
     diagnostics: dict
     per_class: list[dict]
     view: dict | None = field(default=None)
+    design: dict | None = field(default=None)  # E_T and the margin–energy path
 
     def margin_lcb(self, confidence: float) -> float | None:
         """Delta-method lower confidence bound Ĝ − z·se (confidence 0 means the exact audit-set margin)."""
@@ -362,6 +381,18 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
             "mean_tv": float(v["sum_tv"]) / n,
         }
 
+    # E_T is infinite when some teacher row has a zero probability (ℓ(p) = −∞ there).
+    full_support = float(v["rows_without_full_support"]) == 0
+    e_t = float(v["sum_sq_centered_log"]) / n if full_support else None
+    design = {
+        "E_T": e_t,
+        "analytic_code_energy": analytic_energy(e_t, K, spec.beta) if full_support else None,
+        "full_support": full_support,
+        "path": [{"t": t, "margin": h_bar - float(ce_t) / n,
+                  "energy": t * t * analytic_energy(e_t, K, spec.beta) if full_support else None}
+                 for t, ce_t in zip(PATH_TS, v["path_ce"])],
+    }
+
     return CertificateNumbers(
         num_samples=int(n),
         num_classes=spec.num_classes,
@@ -375,6 +406,7 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         diagnostics=diagnostics,
         per_class=per_class,
         view=view,
+        design=design,
     )
 
 

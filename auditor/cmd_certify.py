@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,8 @@ import typer
 from .audit import AuditRequest, run_audit
 from .cli import current_command
 from .errors import AuditInputError
-from .report import RENDERERS, certificate_dict, print_summary, write_reports
+from .report import (RENDERERS, append_github_step_summary, certificate_dict, certificate_json, print_summary,
+                     write_reports)
 
 
 def parse_formats(value: str) -> list[str]:
@@ -48,8 +50,9 @@ def certify(
     batch_size: int = typer.Option(512, "--batch-size", help="Samples per batch."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default reports/<model stem>/)."),
-    formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md."),
+    formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md, html, junit."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary on the terminal (errors still go to stderr)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the certificate JSON on stdout, nothing else there (the summary goes to stderr)."),
 ) -> int:
     """Certify a VAE against exact constant collapse of its encoder mean."""
     from rich.console import Console
@@ -66,8 +69,11 @@ def certify(
     cert = certificate_dict(result, current_command())
     out_dir = out if out is not None else default_out_dir(model, latents, arch)
     written = write_reports(cert, out_dir, fmt_list)
+    append_github_step_summary(cert)
+    if json_out:
+        sys.stdout.write(certificate_json(cert))
     if not quiet:
-        console = Console()
+        console = Console(stderr=json_out)  # colour only when that stream is a terminal (rich decides)
         print_summary(cert, console)
         console.print(f"wrote {', '.join(str(p) for p in written)}")
     return 0 if result.verdict.certified else 1

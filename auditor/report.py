@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 from . import __version__
@@ -63,6 +65,7 @@ def certificate_dict(result, command: list[str]) -> dict:
         "view_gap_reason": result.view_gap_reason,
         "diagnostics": n.diagnostics,
         "per_class": n.per_class,
+        "design": n.design,
         **result.context,
         "inputs": [{"role": r.role, "path": r.path, "sha256": r.sha256} for r in result.inputs],
         "tool_version": __version__,
@@ -155,12 +158,40 @@ def print_summary(cert: dict, console) -> None:
     console.print(cert["meaning"])
 
 
-RENDERERS = {"md": ("certificate.md", render_markdown)}
+def _render_html(cert: dict) -> str:
+    from .report_html import render_html  # imported on use: matplotlib is slow to import
+
+    return render_html(cert)
 
 
-def write_reports(cert: dict, out_dir: Path, formats: list[str]) -> list[Path]:
+def _render_junit(cert: dict) -> str:
+    from .report_junit import render_junit
+
+    return render_junit(cert)
+
+
+RENDERERS = {
+    "md": ("certificate.md", render_markdown),
+    "html": ("certificate.html", _render_html),
+    "junit": ("certificate.junit.xml", _render_junit),
+}
+
+
+def append_github_step_summary(cert: dict) -> None:
+    """Inside a GitHub Actions job ($GITHUB_STEP_SUMMARY set), add the Markdown report to the job summary."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    try:
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(render_markdown(cert) + "\n")
+    except OSError as exc:  # the certificate is written; a summary page is a nicety, not a reason to fail
+        print(f"warning: cannot append to GITHUB_STEP_SUMMARY {target}: {exc}", file=sys.stderr)
+
+
+def write_reports(cert: dict, out_dir: Path, formats: list[str], with_json: bool = True) -> list[Path]:
     """Render every requested format first, then write each file atomically."""
-    rendered = {"certificate.json": certificate_json(cert)}
+    rendered = {"certificate.json": certificate_json(cert)} if with_json else {}
     for fmt in formats:
         if fmt != "json":
             name, render = RENDERERS[fmt]

@@ -53,6 +53,18 @@ class InMemoryArray:
         return self.array[start:stop]
 
 
+class FirstRows:
+    """Rows [0, count) of another reader, still read lazily."""
+
+    def __init__(self, reader: ArrayReader, count: int):
+        self.reader, self.count = reader, count
+        self.shape = (count, *reader.shape[1:])
+        self.dtype = reader.dtype
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.reader.read(start, min(stop, self.count))
+
+
 class SafetensorsArray:
     """One tensor of a safetensors file, read by row ranges through ``safe_open().get_slice``."""
 

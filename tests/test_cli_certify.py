@@ -304,3 +304,15 @@ def test_every_bad_input_is_one_line_exit_2_and_leaves_the_old_report(files, tmp
     assert (out / "certificate.json").read_text() == "previous report\n"
     assert sorted(p.name for p in out.iterdir()) == ["certificate.json"]
     assert not MARKER.exists(), "the pickled payload ran"
+
+
+def test_limit_applies_to_every_input(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    mu, p = rng.normal(size=(80, 3)), ref.softmax(rng.normal(size=(80, 3)))
+    np.save(tmp_path / "mu.npy", mu)
+    np.savez(tmp_path / "p.npz", probs=p)
+    run(["certify", "--latents", tmp_path / "mu.npy", "--teacher-probs", tmp_path / "p.npz", "--beta", 1,
+         "--limit", 30, "--out", tmp_path / "r", "--quiet"], capsys)
+    cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
+    assert cert["num_samples"] == 30
+    assert cert["margin"] == pytest.approx(ref.certificate(mu[:30], p[:30], 3, 1.0)["margin"], rel=1e-12)
