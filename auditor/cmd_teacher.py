@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import typer
 
 from .certificate import teacher_information
@@ -41,6 +42,21 @@ def check_out_path(out: Path) -> None:
         raise AuditInputError(f"--out {out}: .pt2 is the suffix of torch.export programs; use .pt")
 
 
+# Options both commands take, declared once.
+DATA = typer.Option(..., "--data", help="'digits' or a data file/folder (see README).")
+SPLIT = typer.Option("train", "--split", help="train, test or all (data files have only all).")
+LIMIT = typer.Option(None, "--limit", help="Use the first N samples of the split only.")
+SEED = typer.Option(0, "--seed", help="Seed of PCA and GMM.")
+N_INIT = typer.Option(2, "--n-init", help="GMM restarts (GaussianMixture n_init).")
+
+
+def fit_inputs(out: Path, data: str, split: str, limit: Optional[int]) -> tuple[Dataset, np.ndarray]:
+    """Check --out before any work, then read the split as the teacher's N×D [0, 1] inputs."""
+    check_out_path(out)
+    dataset = open_dataset(data, split, limit, role="data")
+    return dataset, dataset_features(dataset)
+
+
 def data_record(dataset: Dataset, limit: Optional[int]) -> dict:
     return {"spec": dataset.spec, "split": dataset.split, "limit": limit,
             "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs]}
@@ -48,24 +64,20 @@ def data_record(dataset: Dataset, limit: Optional[int]) -> dict:
 
 @teacher_app.command("fit")
 def fit(
-    data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
-    split: str = typer.Option("train", "--split", help="train, test or all (files have only all)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Fit on the first N samples only."),
+    data: str = DATA,
+    split: str = SPLIT,
+    limit: Optional[int] = LIMIT,
     rank: int = typer.Option(..., "--rank", help="PCA rank r (1 <= r <= min(N, D))."),
     num_classes: int = typer.Option(..., "--num-classes", help="GMM components K (2 <= K <= N)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Temperature τ > 0 of the posterior."),
-    seed: int = typer.Option(0, "--seed", help="Seed of PCA and GMM."),
-    n_init: int = typer.Option(2, "--n-init", help="GMM restarts (GaussianMixture n_init)."),
+    seed: int = SEED,
+    n_init: int = N_INIT,
     out: Path = typer.Option(..., "--out", help="teacher.pt to write (atomically)."),
 ) -> None:
     """Fit one PCA → diagonal-GMM teacher and save it as teacher.pt."""
     from rich.console import Console
 
-    check_out_path(out)
-    if n_init < 1:
-        raise AuditInputError(f"--n-init must be >= 1, got {n_init}")
-    dataset = open_dataset(data, split, limit, role="data")
-    x = dataset_features(dataset)
+    dataset, x = fit_inputs(out, data, split, limit)
     teacher = fit_pca_gmm(x, rank, num_classes, temperature, seed, n_init=n_init)
     save_teacher(teacher, out)
     p = teacher_probabilities(teacher, x)
@@ -78,29 +90,26 @@ def fit(
 
 @teacher_app.command("search")
 def search(
-    data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
-    split: str = typer.Option("train", "--split", help="The split to fit and hold out from (default train)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N samples of the split only."),
+    data: str = DATA,
+    split: str = SPLIT,
+    limit: Optional[int] = LIMIT,
     ranks: str = typer.Option(",".join(map(str, DEFAULT_RANKS)), "--ranks", help="PCA ranks to try."),
     classes: str = typer.Option(",".join(map(str, DEFAULT_CLASSES)), "--classes", help="Numbers of components K to try."),
     temperatures: str = typer.Option(",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), "--temperatures", help="Temperatures τ to try."),
     beta: float = typer.Option(DEFAULT_BETA, "--beta", help="Witness scale β the energy is computed for."),
     energy_budget: float = typer.Option(DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Max prior cost ((K−1)/(2Kβ²))·E_T in nats."),
     holdout_every: int = typer.Option(DEFAULT_HOLDOUT_EVERY, "--holdout-every", help="Hold out every M-th row of the split for scoring."),
-    seed: int = typer.Option(0, "--seed", help="Seed of PCA and GMM."),
-    n_init: int = typer.Option(2, "--n-init", help="GMM restarts (GaussianMixture n_init)."),
+    seed: int = SEED,
+    n_init: int = N_INIT,
     out: Path = typer.Option(..., "--out", help="teacher.pt to write; the table goes to <stem>.search.json beside it."),
 ) -> None:
     """Grid-search rank, K and τ; save the teacher with the largest held-out I_T within the energy budget."""
     from rich.console import Console
 
-    check_out_path(out)
-    if n_init < 1:
-        raise AuditInputError(f"--n-init must be >= 1, got {n_init}")
     grid = (parse_list("--ranks", ranks, int), parse_list("--classes", classes, int),
             parse_list("--temperatures", temperatures, float))
-    dataset = open_dataset(data, split, limit, role="data")
-    x_fit, x_holdout = holdout_split(dataset_features(dataset), holdout_every)
+    dataset, x = fit_inputs(out, data, split, limit)
+    x_fit, x_holdout = holdout_split(x, holdout_every)
     result = score_candidates(x_fit, x_holdout, *grid, beta, energy_budget, seed, n_init)
     console = Console()
     console.print(search_table(result.table, beta, energy_budget, len(x_fit), len(x_holdout)))
@@ -131,9 +140,10 @@ def search_sidecar_path(teacher_path: Path) -> Path:
 def search_table(table, beta: float, energy_budget: float, num_fit: int, num_holdout: int):
     from rich.table import Table
 
-    view = Table(title=f"teacher candidates: fitted on {num_fit}, scored on {num_holdout} held-out samples; "
-                       f"energy = ((K−1)/(2Kβ²))·E_T at β = {beta:g}, budget {energy_budget:g} nats")
-    for name in ("rank", "K", "τ", "I_T (nats)", "E_T", "energy (nats)", "within budget", "converged", "chosen"):
+    view = Table(title=f"teacher candidates (fit {num_fit}, held-out {num_holdout} samples)",
+                 caption=f"energy = ((K−1)/(2Kβ²))·E_T nats at β = {beta:g}; budget {energy_budget:g} nats; "
+                         "I_T and E_T on the held-out rows")
+    for name in ("rank", "K", "τ", "I_T", "E_T", "energy", "fits", "conv.", "chosen"):
         view.add_column(name, justify="right")
     for row in table.itertuples(index=False):
         view.add_row(str(row.rank), str(row.K), f"{row.temperature:g}", f"{row.I_T:.4f}", f"{row.E_T:.2f}",

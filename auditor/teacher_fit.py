@@ -63,6 +63,8 @@ def fit_gmm_on_scores(pca, y: np.ndarray, num_classes: int, temperature: float =
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
+    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
+        raise AuditInputError(f"--n-init (GMM restarts) must be a whole number >= 1, got {n_init!r}")
     gmm = GaussianMixture(n_components=num_classes, covariance_type="diag", random_state=seed, n_init=n_init)
     with warnings.catch_warnings():
         # Non-convergence is reported by the caller (search table), not as a stray warning.

@@ -116,6 +116,7 @@ def test_fit_on_a_tensor_file(tmp_path, capsys):
     (["--rank", "4", "--num-classes", "3", "--temperature", "-1"], ["temperature"]),
     (["--rank", "4", "--num-classes", "3", "--temperature", "nan"], ["temperature"]),
     (["--rank", "4", "--num-classes", "3", "--split", "validation"], ["split"]),
+    (["--rank", "4", "--num-classes", "3", "--n-init", "0"], ["--n-init"]),
 ])
 def test_fit_bad_input_is_one_line_and_writes_nothing(flags, fragments, tmp_path, capsys):
     out = tmp_path / "t.pt"
@@ -201,6 +202,7 @@ def test_search_teachers_function(digits_train):
     (["--energy-budget", "-1"], ["--energy-budget"]),
     (["--energy-budget", "1e-9"], ["no candidate fits", "--beta >="]),
     (["--holdout-every", "1"], ["--holdout-every"]),
+    (["--n-init", "0"], ["--n-init"]),
 ])
 def test_search_bad_input_is_one_line_and_writes_nothing(flags, fragments, tmp_path, capsys):
     grid = {"--ranks": "4", "--classes": "3", "--temperatures": "4"}
@@ -216,3 +218,13 @@ def test_search_bad_input_is_one_line_and_writes_nothing(flags, fragments, tmp_p
 
 def test_search_out_must_be_a_file(tmp_path, capsys):
     assert_usage_error(["teacher", "search", "--data", "digits", "--out", str(tmp_path)], capsys, "is a folder")
+
+
+def test_same_seed_same_teacher_bytes(tmp_path, capsys):
+    for name in ("a", "b"):
+        code, _, _ = run_cli(["teacher", "search", "--data", "digits", "--limit", "300", "--ranks", "4",
+                              "--classes", "3,4", "--temperatures", "2,8", "--energy-budget", "100",
+                              "--out", str(tmp_path / name / "teacher.pt")], capsys)
+        assert code == 0
+    for file in ("teacher.pt", "teacher.search.json"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
