@@ -21,7 +21,9 @@ from .certificate import CertificateNumbers, CertificateState, Verdict, confiden
 from .checkpoint import KEY_WITNESS, load_checkpoint, load_state_into, witness_metadata
 from .data import Dataset, InputRecord, open_dataset, to_unit_float
 from .errors import AuditInputError
-from .extract import PassPlan, encode_means, run_pass
+from .batching import auto_batch_size, parse_batch_size
+from .distributed import Ranks, combine_across_ranks, device_for_rank, process_group, ranks_from_env, shard_range
+from .extract import PassPlan, encode_means, precision_dtype, raise_for_nonfinite_inputs, stream_pass
 from .fileio import sha256_file
 from .tensorfile import open_array, safetensors_metadata
 from .teacher import load_teacher, open_probabilities
@@ -48,8 +50,9 @@ class AuditRequest:
     witness_offset: int | None = None
     confidence: float = 0.95
     min_margin: float = 0.0
-    batch_size: int = 512
+    batch_size: int | str = 512  # or "auto"
     device: str = "auto"
+    precision: str = "fp32"  # encoder/teacher forward: fp32, bf16 or fp16 (certificate arithmetic stays float64)
     command: list[str] = field(default_factory=list)
 
 
@@ -112,8 +115,8 @@ def _check_choice(req: AuditRequest) -> None:
         raise AuditInputError("--teacher-data needs --teacher (the teacher must run on both views)")
     if req.teacher_data and req.view_probs:
         raise AuditInputError("give --teacher-data or --view-probs for the view gap, not both")
-    if req.batch_size < 1:
-        raise AuditInputError(f"--batch-size must be >= 1, got {req.batch_size}")
+    parse_batch_size(req.batch_size)
+    precision_dtype(req.precision)
     if req.limit is not None and req.limit < 1:
         raise AuditInputError(f"--limit must be >= 1, got {req.limit}")
     confidence_z(req.confidence)
@@ -150,8 +153,19 @@ def _witness_from_flags(req: AuditRequest, fixed: dict | None, fixed_where: str,
 
 
 def run_audit(req: AuditRequest, progress=None) -> AuditResult:
+    """The audit of ``req``; under torchrun, this rank's shard combined with every other rank's.
+
+    ``progress`` is called with the row count of every batch done (and, when it has a
+    ``begin`` method, with this rank's total rows first).
+    """
     _check_choice(req)
-    device = resolve_device(req.device)
+    ranks = ranks_from_env()
+    device = device_for_rank(resolve_device(req.device), ranks)
+    with process_group(device, ranks) as ranks:
+        return _run_audit(req, device, ranks, progress)
+
+
+def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) -> AuditResult:
     inputs: list[InputRecord] = []
     sources = {}
     context: dict = {}
@@ -258,11 +272,20 @@ def run_audit(req: AuditRequest, progress=None) -> AuditResult:
     if plan.num_samples == 0:
         raise AuditInputError("the audit set is empty: no samples to audit")
     state = CertificateState(spec, with_view=with_view, device=device)
-    run_pass(plan, state, req.batch_size, device, on_batch=progress)
+    batch_size = parse_batch_size(req.batch_size)
+    if batch_size == "auto":
+        batch_size = auto_batch_size(plan, lambda: CertificateState(spec, with_view, device), device,
+                                     dataset.sample_shape if dataset is not None else None, req.precision)
+    start, stop = shard_range(plan.num_samples, ranks.rank, ranks.world_size)
+    if hasattr(progress, "begin"):
+        progress.begin(stop - start)
+    outcome = stream_pass(plan, state, batch_size, device, start, stop, on_batch=progress, precision=req.precision)
+    raise_for_nonfinite_inputs(combine_across_ranks(state, outcome.nonfinite_rows, ranks))
     numbers = state.compute()
     verdict = decide(numbers, req.confidence, req.min_margin)
     context["request"] = request_record(req)
-    context["settings"] = {"batch_size": req.batch_size, "device": device.type, "precision": "fp32",
+    context["settings"] = {"batch_size": req.batch_size, "batch_size_used": outcome.batch_size,
+                           "device": device.type, "precision": req.precision, "world_size": ranks.world_size,
                            "confidence": req.confidence, "min_margin": req.min_margin}
     return AuditResult(numbers, verdict, spec, witness_source, inputs, context, view_reason)
 

@@ -9,8 +9,11 @@ from typing import Optional
 import typer
 
 from .audit import AuditRequest, run_audit
+from .batching import parse_batch_size
 from .cli import current_command
+from .distributed import is_main_process
 from .errors import AuditInputError
+from .progress import BatchProgress, progress_wanted
 from .report import (RENDERERS, append_github_step_summary, certificate_dict, certificate_json, print_summary,
                      write_reports)
 
@@ -47,8 +50,9 @@ def certify(
     witness_offset: Optional[int] = typer.Option(None, "--witness-offset", help="First latent row of the witness (default 0)."),
     confidence: float = typer.Option(0.95, "--confidence", help="One-sided confidence of the margin's lower bound; 0 = exact audit-set margin."),
     min_margin: float = typer.Option(0.0, "--min-margin", help="Safety margin δ in nats: certified iff LCB >= δ."),
-    batch_size: int = typer.Option(512, "--batch-size", help="Samples per batch."),
+    batch_size: str = typer.Option("512", "--batch-size", help="Samples per batch, or 'auto' (the largest that fits)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("fp32", "--precision", help="Encoder/teacher forward precision: fp32, bf16 or fp16."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default reports/<model stem>/)."),
     formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md, html, junit."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary on the terminal (errors still go to stderr)."),
@@ -63,9 +67,12 @@ def certify(
         trust_teacher_code=trust_teacher_code, data=data, split=split, limit=limit,
         teacher_data=teacher_data, view_probs=view_probs, num_classes=num_classes, beta=beta,
         witness_offset=witness_offset, confidence=confidence, min_margin=min_margin,
-        batch_size=batch_size, device=device,
+        batch_size=parse_batch_size(batch_size), device=device, precision=precision,
     )
-    result = run_audit(request)
+    with BatchProgress(enabled=progress_wanted(quiet) and is_main_process()) as progress:
+        result = run_audit(request, progress=progress)
+    if not is_main_process():  # torchrun: rank 0 alone writes and prints; every rank exits alike
+        return 0 if result.verdict.certified else 1
     cert = certificate_dict(result, current_command())
     out_dir = out if out is not None else default_out_dir(model, latents, arch)
     written = write_reports(cert, out_dir, fmt_list)

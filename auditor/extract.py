@@ -6,10 +6,27 @@ Sources are row-sliceable arrays (:class:`~auditor.tensorfile.ArrayReader`) unde
 What is not given is computed: μ by the encoder on ``x``; p by the teacher on ``x_teacher``
 (or ``x``); p' by the teacher on ``x`` when a view gap is asked for. The same loop serves the
 CLI, sharded runs (``start``/``stop``) and training-time monitors.
+
+How the pass stays as fast as the forward passes themselves:
+
+- a background thread reads the next batches from disk (``.npy`` memory maps, ``.safetensors``
+  slices) while the current one computes; on CUDA it also pins them, so that the copy to the
+  device is asynchronous (``non_blocking``) and issued on a side stream one batch ahead;
+- batches cross to the device as stored (uint8 stays uint8) and are scaled there;
+- nothing in the loop waits on the device: non-finite inputs are counted on the device and the
+  certificate state defers its own checks to ``compute()``, so an audit synchronises with the
+  host once, at the end;
+- ``precision`` runs the encoder/teacher forward under autocast (bf16/fp16); the certificate
+  arithmetic stays float64 (:class:`CertificateState` casts);
+- on an out-of-memory error the batch is halved and retried, with the state rolled back to what
+  it was before that batch, so the numbers equal those of a run at the smaller batch size.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -17,12 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .batching import is_out_of_memory
 from .certificate import CertificateState
 from .data import to_unit_float
 from .errors import AuditInputError
 from .tensorfile import ArrayReader
 
 ROLES = ("x", "x_teacher", "mu", "logvar", "probs", "view_probs")
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PREFETCH_DEPTH = 2  # host batches read ahead: one being copied, one waiting
 
 
 def encode_means(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -56,43 +76,162 @@ class PassPlan:
         self.num_samples = next(iter(sizes.values())) if sizes else 0
 
 
+@dataclass
+class PassOutcome:
+    batch_size: int  # the batch size in use at the end: smaller than asked after out-of-memory halving
+    nonfinite_rows: torch.Tensor  # device scalar: input rows with NaN/inf (checked by raise_for_nonfinite_inputs)
+
+
 def row_ranges(start: int, stop: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for begin in range(start, stop, batch_size):
         yield begin, min(begin + batch_size, stop)
 
 
-def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+def precision_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``--precision`` (None for fp32: no autocast at all)."""
+    if precision not in PRECISIONS:
+        raise AuditInputError(f"unknown --precision {precision!r} (use {', '.join(PRECISIONS)})")
+    return PRECISIONS[precision]
+
+
+def forward_context(device: torch.device, precision: str):
+    """Autocast for the encoder/teacher forward at ``precision``; a no-op for fp32."""
+    dtype = precision_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------- host side: reading
+
+def _read_host_batch(sources: dict[str, ArrayReader], begin: int, end: int, pin: bool) -> dict[str, torch.Tensor]:
+    """Rows [begin, end) of every source as CPU tensors in their stored dtype (pinned for CUDA)."""
+    batch = {}
+    for role, src in sources.items():
+        # An owned, writable copy: memory-map page-ins happen here, in the reader thread, and the
+        # tensor never aliases a read-only map.
+        tensor = torch.from_numpy(np.require(src.read(begin, end), requirements=("C", "W")))
+        batch[role] = tensor.pin_memory() if pin else tensor
+    return batch
+
+
+_DONE = object()
+
+
+def host_batches(
+    sources: dict[str, ArrayReader], ranges: list[tuple[int, int]], pin: bool = False, prefetch: bool = True
+) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+    """(begin, end, batch) for each range; with ``prefetch`` a background thread reads ahead.
+
+    The reads (memory-map page-ins, safetensors slices, copies, pinning) release the GIL, so on
+    a CPU they overlap with the forward passes of the batch before. A reader error is raised in
+    the caller, at the batch where it happened.
+    """
+    if not prefetch:
+        for begin, end in ranges:
+            yield begin, end, _read_host_batch(sources, begin, end, pin)
+        return
+
+    slots: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read_all() -> None:
+        try:
+            for begin, end in ranges:
+                if not put((begin, end, _read_host_batch(sources, begin, end, pin))):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    reader = threading.Thread(target=read_all, name="audit-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+# ---------------------------------------------------------------------------- device side
+
+def device_batches(
+    host: Iterator[tuple[int, int, dict[str, torch.Tensor]]], device: torch.device
+) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+    """Host batches moved to ``device`` one batch ahead of use.
+
+    On CUDA the copy of batch i+1 is issued (non-blocking, from pinned memory) on a side stream
+    before batch i is handed out, so copies overlap compute; the compute stream waits on the copy
+    stream only when it takes the batch. On CPU the tensors are used as they are.
+    """
+    if device.type != "cuda":
+        yield from host
+        return
+    copy_stream = torch.cuda.Stream(device)
+
+    def issue(item):
+        begin, end, batch = item
+        with torch.cuda.stream(copy_stream):
+            return begin, end, {role: t.to(device, non_blocking=True) for role, t in batch.items()}
+
+    pending = None
+    for item in host:
+        ready, pending = pending, issue(item)
+        if ready is not None:
+            yield _on_compute_stream(ready, copy_stream)
+    if pending is not None:
+        yield _on_compute_stream(pending, copy_stream)
+
+
+def _on_compute_stream(item, copy_stream):
+    compute = torch.cuda.current_stream()
+    compute.wait_stream(copy_stream)
+    for tensor in item[2].values():
+        tensor.record_stream(compute)  # the caching allocator must not reuse it before compute is done
+    return item
 
 
 def _count_nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
     return (~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).sum()
 
 
-@torch.no_grad()
-def run_pass(
-    plan: PassPlan,
-    state: CertificateState,
-    batch_size: int,
-    device: torch.device,
-    start: int = 0,
-    stop: int | None = None,
-    on_batch: Callable[[int], None] | None = None,
-) -> None:
-    """Feed rows [start, stop) of the plan's sources into ``state``, batch by batch.
+def _state_references(state: CertificateState) -> dict[str, torch.Tensor]:
+    """The state's tensors, not copied: ``update`` replaces them rather than writing into them,
+    so these references are a free snapshot to roll back to after a failed batch."""
+    refs = {f"p_ce.{k}": v for k, v in state.p_ce.tensors().items()}
+    refs.update({f"mu.{k}": v for k, v in state.mu.tensors().items()})
+    refs.update({name: slot.value for name, slot in state.fields.items()})
+    return refs
 
-    Non-finite inputs are counted on the device and raised once at the end, so the loop never
-    waits on the host; no report exists before the pass has finished.
+
+def update_from_batch(plan: PassPlan, state: CertificateState, batch: dict[str, torch.Tensor],
+                      precision: str = "fp32") -> torch.Tensor:
+    """Run the encoder/teacher on one device batch and add it to ``state``.
+
+    Returns the number of input rows with NaN/inf, as a device scalar (never read here).
     """
-    stop = plan.num_samples if stop is None else stop
-    bad_rows = torch.zeros((), dtype=torch.int64, device=device)
-    for begin, end in row_ranges(start, stop, batch_size):
-        batch = {role: _tensor(src.read(begin, end), device) for role, src in plan.sources.items()}
-        x = to_unit_float(batch["x"]) if "x" in batch else None
-        x_teacher = to_unit_float(batch["x_teacher"]) if "x_teacher" in batch else x
-        for inputs in {id(t): t for t in (x, x_teacher) if t is not None}.values():
-            bad_rows += _count_nonfinite_rows(inputs)
+    x = to_unit_float(batch["x"]) if "x" in batch else None
+    x_teacher = to_unit_float(batch["x_teacher"]) if "x_teacher" in batch else x
+    nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
+    for inputs in {id(t): t for t in (x, x_teacher) if t is not None}.values():
+        nonfinite = nonfinite + _count_nonfinite_rows(inputs).to(state.device)
 
+    with forward_context(x.device if x is not None else state.device, precision):
         if "mu" in batch:
             mu, logvar = batch["mu"], batch.get("logvar")
         else:
@@ -102,8 +241,86 @@ def run_pass(
         p_view = None
         if plan.with_view:
             p_view = batch["view_probs"] if "view_probs" in batch else plan.teacher(x)
-        state.update(mu, p, logvar, p_view)
+    state.update(mu, p, logvar, p_view)
+    return nonfinite
+
+
+def _slice(batch: dict[str, torch.Tensor], begin: int, end: int) -> dict[str, torch.Tensor]:
+    return {role: t[begin:end] for role, t in batch.items()}
+
+
+@torch.no_grad()
+def stream_pass(
+    plan: PassPlan,
+    state: CertificateState,
+    batch_size: int,
+    device: torch.device,
+    start: int = 0,
+    stop: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    precision: str = "fp32",
+    prefetch: bool = True,
+) -> PassOutcome:
+    """Feed rows [start, stop) into ``state``; input checks are left to the caller (see run_pass).
+
+    Batches of ``batch_size`` rows are read; each is computed in sub-batches of the current
+    compute size, which halves on every out-of-memory error (the failed sub-batch is retried
+    after rolling the state back), so later batches run at the size that fitted.
+    """
+    precision_dtype(precision)
+    stop = plan.num_samples if stop is None else stop
+    ranges = list(row_ranges(start, stop, batch_size))
+    pin = device.type == "cuda" and torch.cuda.is_available()
+    nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
+    compute_size = batch_size
+    for begin, end, batch in device_batches(host_batches(plan.sources, ranges, pin, prefetch), device):
+        offset, rows = 0, end - begin
+        while offset < rows:
+            size = min(compute_size, rows - offset)
+            snapshot = _state_references(state)
+            try:
+                counted = update_from_batch(plan, state, _slice(batch, offset, offset + size), precision)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                state.load_state_dict(snapshot)
+                if size == 1:
+                    raise AuditInputError("out of device memory even at batch size 1") from None
+                compute_size = max(1, size // 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            nonfinite = nonfinite + counted
+            offset += size
         if on_batch is not None:
-            on_batch(end - begin)
-    if int(bad_rows) > 0:
-        raise AuditInputError(f"input data contain NaN or inf in {int(bad_rows)} samples")
+            on_batch(rows)
+    return PassOutcome(batch_size=compute_size, nonfinite_rows=nonfinite)
+
+
+def raise_for_nonfinite_inputs(count: torch.Tensor) -> None:
+    """Raise once, after the pass (this is the audit's one host synchronisation for inputs)."""
+    bad = int(count)
+    if bad > 0:
+        raise AuditInputError(f"input data contain NaN or inf in {bad} samples")
+
+
+def run_pass(
+    plan: PassPlan,
+    state: CertificateState,
+    batch_size: int,
+    device: torch.device,
+    start: int = 0,
+    stop: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    precision: str = "fp32",
+    prefetch: bool = True,
+) -> int:
+    """Feed rows [start, stop) of the plan's sources into ``state``, batch by batch.
+
+    Non-finite inputs are counted on the device and raised once at the end, so the loop never
+    waits on the host; no report exists before the pass has finished. Returns the batch size in
+    use at the end (smaller than ``batch_size`` after out-of-memory halving).
+    """
+    outcome = stream_pass(plan, state, batch_size, device, start, stop, on_batch, precision, prefetch)
+    raise_for_nonfinite_inputs(outcome.nonfinite_rows)
+    return outcome.batch_size

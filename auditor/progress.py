@@ -1,0 +1,64 @@
+"""A progress bar over an audit's batches that appears only when the audit takes a while."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+SHOW_AFTER_S = 1.0  # audits shorter than this never draw a bar
+
+
+class BatchProgress:
+    """Callable per batch with its row count (the ``progress`` of :func:`auditor.audit.run_audit`).
+
+    The bar (rich, transient, on stderr's console of choice) is drawn once the audit has run
+    for ``show_after`` seconds, so short audits print nothing; a disabled one only counts.
+    """
+
+    def __init__(self, enabled: bool = True, show_after: float = SHOW_AFTER_S, console=None):
+        self.enabled = enabled
+        self.show_after = show_after
+        self.console = console
+        self.total: int | None = None
+        self.done = 0
+        self._started_at = time.monotonic()
+        self._bar = None
+        self._task = None
+
+    def begin(self, total: int) -> None:
+        self.total, self.done, self._started_at = total, 0, time.monotonic()
+
+    def __call__(self, rows: int) -> None:
+        self.done += rows
+        if not self.enabled:
+            return
+        if self._bar is None:
+            if time.monotonic() - self._started_at < self.show_after:
+                return
+            self._open()
+        self._bar.update(self._task, completed=self.done)
+
+    def _open(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             console=self.console, transient=True, refresh_per_second=4)
+        self._bar.start()
+        self._task = self._bar.add_task("audit", total=self.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __enter__(self) -> "BatchProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_wanted(quiet: bool, stream=None) -> bool:
+    """A bar only for an interactive terminal, never with --quiet."""
+    stream = sys.stdout if stream is None else stream
+    return not quiet and bool(getattr(stream, "isatty", lambda: False)())

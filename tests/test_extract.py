@@ -1,0 +1,282 @@
+"""The device pass: prefetching, stored-dtype transfer, precision, out-of-memory halving, auto batch size."""
+
+import io
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from auditor import batching, extract
+from auditor.audit import AuditRequest, run_audit
+from auditor.cli import main as cli_main
+from auditor.errors import AuditInputError
+from auditor.extract import PassPlan, host_batches, run_pass
+from auditor.progress import BatchProgress, progress_wanted
+from auditor.tensorfile import InMemoryArray
+
+from . import pass_fixtures as fx
+from . import reference as ref
+
+CPU = torch.device("cpu")
+
+
+def run(plan, batch_size, state=None, **kwargs):
+    state = state if state is not None else fx.fresh_state(plan.with_view)
+    used = run_pass(plan, state, batch_size, CPU, **kwargs)
+    return state, used
+
+
+def test_pass_matches_plain_numpy_formulas():
+    x = fx.inputs(97)
+    plan = fx.plan(x)
+    state, _ = run(plan, 16)
+    numbers = state.compute()
+    with torch.no_grad():
+        mu = plan.encoder.encode(torch.from_numpy(x))[0].double().numpy()
+        p = plan.teacher(torch.from_numpy(x)).numpy()
+    expected = ref.certificate(mu, p, fx.K, fx.BETA)
+    assert numbers.margin == pytest.approx(expected["margin"], rel=1e-9, abs=1e-12)
+    assert numbers.teacher_information == pytest.approx(expected["teacher_information"], rel=1e-9, abs=1e-12)
+    assert numbers.margin_lcb(0.95) == pytest.approx(expected["margin_lcb"], rel=1e-9, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------- prefetching
+
+def test_prefetching_yields_the_plain_loops_batches():
+    x = fx.inputs(53)
+    ranges = list(extract.row_ranges(0, 53, 10))
+    plain = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=False))
+    ahead = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=True))
+    assert [(b, e) for b, e, _ in ahead] == [(b, e) for b, e, _ in plain] == ranges
+    for (_, _, a), (_, _, b) in zip(ahead, plain):
+        assert torch.equal(a["x"], b["x"])
+    assert torch.equal(torch.cat([b["x"] for _, _, b in ahead]), torch.from_numpy(x))
+
+
+def test_prefetched_pass_gives_identical_state():
+    x = fx.inputs(131)
+    with_prefetch, _ = run(fx.plan(x), 32, prefetch=True)
+    without, _ = run(fx.plan(x), 32, prefetch=False)
+    fx.assert_states_equal(with_prefetch, without)
+
+
+class _FailingReader:
+    shape, dtype = (40, fx.D), np.dtype(np.float32)
+
+    def read(self, start, stop):
+        if start >= 20:
+            raise AuditInputError("disk went away")
+        return np.zeros((stop - start, fx.D), np.float32)
+
+
+def test_reader_error_reaches_the_caller_and_the_thread_ends():
+    before = threading.active_count()
+    plan = PassPlan({"x": _FailingReader()}, encoder=fx.encoder(), teacher=fx.teacher())
+    with pytest.raises(AuditInputError, match="disk went away"):
+        run(plan, 10)
+    assert threading.active_count() == before
+
+
+def test_consumer_error_stops_the_reader_thread():
+    before = threading.active_count()
+    batches = host_batches({"x": InMemoryArray(fx.inputs(100))}, list(extract.row_ranges(0, 100, 5)))
+    next(batches)
+    batches.close()  # what a `for` loop does when its body raises
+    assert threading.active_count() == before
+
+
+# ---------------------------------------------------------------------------- stored dtype
+
+def test_uint8_inputs_travel_as_bytes_and_are_scaled_exactly():
+    raw = np.random.default_rng(5).integers(0, 256, size=(70, fx.D), dtype=np.uint8)
+    host = [b for _, _, b in host_batches({"x": InMemoryArray(raw)}, [(0, 35), (35, 70)])]
+    assert all(b["x"].dtype == torch.uint8 for b in host)
+    as_bytes, _ = run(fx.plan(raw), 16)
+    as_floats, _ = run(fx.plan(raw.astype(np.float32) / np.float32(255)), 16)
+    fx.assert_states_equal(as_bytes, as_floats)
+
+
+def test_nonfinite_inputs_are_raised_after_the_pass():
+    x = fx.inputs(40)
+    x[[3, 31]] = np.nan
+    with pytest.raises(AuditInputError, match="NaN or inf in 2 samples"):
+        run(fx.plan(x), 8)
+
+
+# ---------------------------------------------------------------------------- precision
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_is_close_to_fp32(precision):
+    x = fx.inputs(200)
+    full = run(fx.plan(x), 64)[0].compute()
+    low = run(fx.plan(x), 64, precision=precision)[0].compute()
+    assert low.margin == pytest.approx(full.margin, abs=0.02)
+    assert low.teacher_information == pytest.approx(full.teacher_information, rel=1e-12)  # the teacher is float64
+    assert low.margin != full.margin  # the encoder really ran at lower precision
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(AuditInputError, match="--precision"):
+        run(fx.plan(fx.inputs(4)), 4, precision="fp8")
+
+
+def test_precision_and_batch_size_are_recorded_in_settings(tmp_path):
+    paths = fx.write_inputs(tmp_path, fx.inputs(50))
+    request = AuditRequest(model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]),
+                           precision="bf16", batch_size="auto", device="cpu")
+    result = run_audit(request)
+    settings = result.context["settings"]
+    assert settings["precision"] == "bf16"
+    assert settings["batch_size"] == "auto"
+    assert settings["batch_size_used"] == batching.cpu_batch_size((fx.D,))
+    assert settings["world_size"] == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--precision", "fp8"], "--precision"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "lots"], "--batch-size"),
+])
+def test_bad_performance_flags_exit_2(tmp_path, capsys, flags, message):
+    paths = fx.write_inputs(tmp_path, fx.inputs(10))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["certify", "--model", str(paths["model"]), "--teacher", str(paths["teacher"]),
+                  "--data", str(paths["data"]), "--out", str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- out-of-memory halving
+
+class _SmallMemoryEncoder(torch.nn.Module):
+    """The real encoder, but batches above ``limit`` rows raise CUDA's out-of-memory error."""
+
+    def __init__(self, inner, limit):
+        super().__init__()
+        self.inner, self.limit, self.refused = inner, limit, []
+
+    def encode(self, x):
+        if x.shape[0] > self.limit:
+            self.refused.append(x.shape[0])
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.encode(x)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_identical_numbers():
+    x = fx.inputs(150)
+    small = _SmallMemoryEncoder(fx.encoder(), limit=16)
+    halved, used = run(fx.plan(x, enc=small), 64)
+    assert used == 16
+    assert small.refused == [64, 32]  # halved once per failure, then stays at the size that fitted
+    plain, _ = run(fx.plan(x), 16)
+    fx.assert_states_equal(halved, plain)
+
+
+class _StateFailingMidUpdate(type(fx.fresh_state())):
+    """Runs out of memory after part of ``update`` has already changed the state."""
+
+    def update(self, mu, p, logvar=None, p_view=None):
+        super().update(mu, p, logvar, p_view)
+        if mu.shape[0] > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+
+def test_out_of_memory_inside_the_update_rolls_the_state_back():
+    x = fx.inputs(40)
+    failing = _StateFailingMidUpdate(fx.SPEC)
+    _, used = run(fx.plan(x), 32, state=failing)
+    assert used == 8
+    plain, _ = run(fx.plan(x), 8)
+    fx.assert_states_equal(failing, plain)
+
+
+def test_out_of_memory_at_batch_size_one_is_a_clear_error():
+    with pytest.raises(AuditInputError, match="even at batch size 1"):
+        run(fx.plan(fx.inputs(10), enc=_SmallMemoryEncoder(fx.encoder(), limit=0)), 4)
+
+
+def test_other_errors_are_not_retried():
+    class Broken(torch.nn.Module):
+        def encode(self, x):
+            raise ValueError("not an OOM")
+
+    with pytest.raises(ValueError, match="not an OOM"):
+        run(fx.plan(fx.inputs(10), enc=Broken()), 4)
+
+
+# ---------------------------------------------------------------------------- auto batch size
+
+def test_largest_fitting_batch_doubles_until_out_of_memory():
+    tried = []
+
+    def try_batch(size):
+        tried.append(size)
+        if size > 3000:
+            raise torch.OutOfMemoryError("out of memory")
+
+    assert batching.largest_fitting_batch(try_batch, 256, 65536) == 2048
+    assert tried == [256, 512, 1024, 2048, 4096]
+    assert batching.largest_fitting_batch(lambda s: None, 256, 1000) == 1000  # capped (e.g. by N)
+
+
+def test_largest_fitting_batch_halves_when_the_first_probe_fails():
+    def try_batch(size):
+        if size > 100:
+            raise torch.OutOfMemoryError("out of memory")
+
+    assert batching.largest_fitting_batch(try_batch, 256, 65536) == 64
+
+
+def test_cpu_rule_for_auto():
+    assert batching.cpu_batch_size((64,)) == batching.CPU_MAX_BATCH
+    assert batching.cpu_batch_size((3, 512, 512)) == batching.CPU_MIN_BATCH
+    assert batching.cpu_batch_size((3, 64, 64)) == (32 << 20) // (4 * 3 * 64 * 64)
+
+
+def test_parse_batch_size():
+    assert batching.parse_batch_size("auto") == "auto"
+    assert batching.parse_batch_size("128") == 128
+    for bad in ("0", "-3", "1.5", "x"):
+        with pytest.raises(AuditInputError):
+            batching.parse_batch_size(bad)
+
+
+# ---------------------------------------------------------------------------- progress
+
+def test_progress_counts_rows_and_draws_only_after_the_delay():
+    from rich.console import Console
+
+    out = io.StringIO()
+    quiet_bar = BatchProgress(enabled=True, show_after=3600, console=Console(file=out, force_terminal=True))
+    quiet_bar.begin(30)
+    for rows in (10, 10, 10):
+        quiet_bar(rows)
+    quiet_bar.close()
+    assert quiet_bar.done == 30 and out.getvalue() == ""
+
+    drawn = io.StringIO()
+    with BatchProgress(enabled=True, show_after=0, console=Console(file=drawn, force_terminal=True)) as bar:
+        bar.begin(30)
+        bar(30)
+    assert "30/30" in drawn.getvalue()
+
+
+def test_progress_only_for_an_interactive_terminal():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_wanted(quiet=False, stream=Tty())
+    assert not progress_wanted(quiet=True, stream=Tty())
+    assert not progress_wanted(quiet=False, stream=io.StringIO())
+
+
+def test_run_audit_reports_progress_per_batch(tmp_path):
+    paths = fx.write_inputs(tmp_path, fx.inputs(50))
+    bar = BatchProgress(enabled=False)
+    run_audit(AuditRequest(model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]),
+                           batch_size=16, device="cpu"), progress=bar)
+    assert (bar.total, bar.done) == (50, 50)
