@@ -100,7 +100,25 @@ def checkpoint_bytes(model: nn.Module, architecture: dict, witness: dict, traini
     if training is not None:
         meta[KEY_TRAINING] = json.dumps(training, sort_keys=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return save(tensors, metadata=meta)
+    return _canonical_header(save(tensors, metadata=meta))
+
+
+def _canonical_header(raw: bytes) -> bytes:
+    """The same file with its JSON header in sorted key order.
+
+    safetensors serialises the metadata from a hash map, whose order changes from run to run;
+    re-ordering the keys (the offsets stay valid, the length is padded with spaces as the format
+    allows) makes equal tensors and metadata give equal bytes.
+    """
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    ordered = {key: header[key] for key in sorted(header)}
+    if "__metadata__" in ordered:
+        ordered["__metadata__"] = dict(sorted(ordered["__metadata__"].items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > size:  # cannot happen for the same content; keep the valid original
+        return raw
+    return raw[:8] + text.ljust(size, b" ") + raw[8 + size :]
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, architecture: dict, witness: dict, training: dict | None = None) -> None:

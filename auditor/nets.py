@@ -106,4 +106,4 @@ def build_model(arch: dict, where: str = "architecture") -> nn.Module:
 
 # Architectures kept in their own modules register themselves into ARCHITECTURES when imported;
 # imported last because they build on the helpers above.
-from . import net_constvar, net_lidvae  # noqa: E402,F401
+from . import net_constvar, net_conv, net_lidvae  # noqa: E402,F401
