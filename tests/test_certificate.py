@@ -209,3 +209,31 @@ def test_wrong_shapes_are_input_errors():
         state.update(torch.zeros(5, 3), torch.full((5, 3), 1 / 3))
     with pytest.raises(AuditInputError, match="teacher probabilities have shape"):
         state.update(torch.zeros(5, 4), torch.full((5, 4), 1 / 4))
+
+
+@settings(max_examples=50, deadline=None)
+@given(audit_sets())
+def test_margin_never_exceeds_teacher_information(audit):
+    """G = I_T − L with L = mean KL ≥ 0: the Barber–Agakov bound G ≤ I(index; T) = I_T."""
+    mu, p, K, beta = audit
+    numbers = run_state(mu, p, K, beta).compute()
+    assert numbers.alignment_loss >= -1e-12
+    assert numbers.margin <= numbers.teacher_information + 1e-12
+
+
+@settings(max_examples=50, deadline=None)
+@given(audit_sets())
+def test_escape_direction_is_the_gradient_of_the_alignment_loss(audit):
+    """∂KL(p_i‖q_i)/∂μ_i = β S (q_i − p_i); the reported escape force is the mean of its norm."""
+    mu, p, K, beta = audit
+    S = torch.as_tensor(ref.witness_S(K, mu.shape[1]))
+    mu_t = torch.tensor(mu, requires_grad=True)
+    logq = torch.log_softmax(beta * mu_t @ S, dim=1)
+    p_t = torch.as_tensor(p)
+    kl = (torch.special.xlogy(p_t, p_t) - p_t * logq).sum()
+    (grad,) = torch.autograd.grad(kl, mu_t)
+    q = ref.softmax(beta * mu @ ref.witness_S(K, mu.shape[1]))
+    expected = beta * (q - p) @ ref.witness_S(K, mu.shape[1]).T
+    np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-9, atol=1e-12)
+    numbers = run_state(mu, p, K, beta).compute()
+    assert numbers.diagnostics["escape_force"] == pytest.approx(np.linalg.norm(expected, axis=1).mean(), rel=1e-9, abs=1e-12)

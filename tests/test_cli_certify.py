@@ -316,3 +316,15 @@ def test_limit_applies_to_every_input(tmp_path, capsys):
     cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
     assert cert["num_samples"] == 30
     assert cert["margin"] == pytest.approx(ref.certificate(mu[:30], p[:30], 3, 1.0)["margin"], rel=1e-12)
+
+
+def test_interrupt_leaves_no_report(files, capsys, monkeypatch):
+    from auditor.certificate import CertificateState
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CertificateState, "update", interrupted)
+    code, _, err = run(certify_args(files), capsys)
+    assert code == 130 and err.strip() == "error: interrupted"
+    assert not files["out"].exists()
