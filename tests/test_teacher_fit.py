@@ -149,7 +149,7 @@ def test_search_chooses_largest_held_out_information_within_budget(tmp_path, cap
     code, stdout, _ = run_cli(["teacher", "search", "--data", "digits", *SMALL_GRID, "--beta", "2",
                                "--energy-budget", "6", "--out", str(out)], capsys)
     assert code == 0, stdout
-    assert "chosen" in stdout and "within" in stdout
+    assert "chosen" in stdout and "fits" in stdout and "energy" in stdout
     record = json.loads((tmp_path / "models" / "teacher.search.json").read_text())
     table = record["candidates"]
     assert len(table) == 2 * 2 * 3 and sum(row["chosen"] for row in table) == 1
