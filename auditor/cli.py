@@ -58,6 +58,11 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def _interrupted() -> None:
+    print("error: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     _INVOCATION.set(["audit", *argv])
@@ -68,10 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     except _CLICK_ERROR as exc:
         fail(exc.format_message().replace("\n", " "))
     except typer.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130)
+            _interrupted()
         raise SystemExit(exc.exit_code) from None
     except (typer.Abort, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        _interrupted()
     raise SystemExit(result if isinstance(result, int) else 0)
 
 
