@@ -13,7 +13,7 @@ from .design import DEFAULT_ENERGY_BUDGET, design_summary, design_table
 from .errors import AuditInputError
 from .fileio import atomic_write_text
 from .teacher import load_teacher
-from .teacher_fit import dataset_features, teacher_probabilities
+from .teacher_fit import dataset_probabilities
 
 
 def design(
@@ -37,7 +37,7 @@ def design(
     size = math.prod(dataset.sample_shape)
     if model.input_dim is not None and model.input_dim != size:
         raise AuditInputError(f"the teacher takes inputs of size {model.input_dim} but the data samples have size {size}")
-    p = teacher_probabilities(model.eval(), dataset_features(dataset))
+    p = dataset_probabilities(model.eval(), dataset)
     summary = design_summary(p, beta, latent_dim, energy_budget)
     table = design_table(p, beta, latent_dim, offset=witness_offset)
 

@@ -117,6 +117,20 @@ def teacher_probabilities(teacher: torch.nn.Module, x: np.ndarray, batch_size: i
     return torch.cat(rows).to(torch.float64).numpy()
 
 
+@torch.no_grad()
+def dataset_probabilities(teacher: torch.nn.Module, dataset: Dataset, batch_size: int = 4096) -> np.ndarray:
+    """T(·|x) on every sample of ``dataset``, fed exactly as the audit pass feeds it: the stored
+    sample shape, converted by :func:`to_unit_float` (so a torch.export teacher sees float32)."""
+    rows = []
+    for start in range(0, dataset.num_samples, batch_size):
+        x = to_unit_float(torch.from_numpy(dataset.read(start, start + batch_size)))
+        rows.append(teacher(x).to(torch.float64))
+    p = torch.cat(rows).numpy()
+    if not np.isfinite(p).all():
+        raise AuditInputError(f"the teacher's probabilities on {dataset.spec!r} contain NaN or inf (non-finite inputs?)")
+    return p
+
+
 def save_teacher(teacher: PcaGmmTeacher, path) -> None:
     """Write ``teacher.pt`` (exactly the DESIGN §3 dict) atomically."""
     buffer = io.BytesIO()

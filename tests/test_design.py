@@ -156,3 +156,24 @@ def test_design_bad_input(digits_teacher, tmp_path, capsys):
     assert_usage_error(["design", "--teacher", str(tmp_path / "none.pt"), "--data", "digits",
                         "--beta", "2", "--latent-dim", "8"], capsys, "no such teacher file")
     assert list(tmp_path.iterdir()) == [tmp_path / "small.npz"]
+
+
+def test_design_with_a_trusted_program_teacher(tmp_path, capsys):
+    import torch
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 3)
+    program = torch.export.export(linear, (torch.zeros(2, 64),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    path = tmp_path / "teacher.pt2"
+    torch.export.save(program, str(path))
+    argv = ["design", "--teacher", str(path), "--data", "digits", "--split", "test", "--beta", "1", "--latent-dim", "2"]
+    assert_usage_error(argv, capsys, "--trust-teacher-code")
+    code, out, err = run_cli([*argv, "--trust-teacher-code"], capsys)
+    assert code == 0, err
+    from auditor.data import open_dataset
+
+    x = open_dataset("digits", "test").read(0, 360).astype(np.float64)
+    logits = x @ linear.weight.detach().double().numpy().T + linear.bias.detach().double().numpy()
+    p = ref.softmax(logits)
+    I_T = ref.entropy_rows(p.mean(0)[None])[0] - ref.entropy_rows(p).mean()
+    assert f"I_T = {I_T:.4f}" in out

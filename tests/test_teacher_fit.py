@@ -172,6 +172,11 @@ def test_search_chooses_largest_held_out_information_within_budget(tmp_path, cap
         assert row["energy"] == pytest.approx((row["K"] - 1) / (2 * row["K"] * 4) * row["E_T"], rel=1e-12)
     best = max((row for row in table if row["within_budget"]), key=lambda row: row["I_T"])
     assert chosen == best
+    # The saved teacher was fitted on the non-held-out training rows only (and never on the test split).
+    x_fit, _ = holdout_split(digits_train, 5)
+    refit = fit_pca_gmm(x_fit, chosen["rank"], K, chosen["temperature"], seed=0, n_init=2).to_dict()
+    for key in ("pca_mean", "pca_components", "log_weights", "means", "variances"):
+        np.testing.assert_array_equal(t[key], refit[key].numpy())
     # A sharper candidate existed that gives more information but costs more than the budget.
     assert any(row["I_T"] > chosen["I_T"] and not row["within_budget"] for row in table)
 
