@@ -20,6 +20,7 @@ from . import __version__
 from .certificate import CertificateNumbers, CertificateState, Verdict, confidence_z, decide
 from .checkpoint import KEY_WITNESS, load_checkpoint, load_state_into, witness_metadata
 from .data import Dataset, InputRecord, open_dataset, to_unit_float
+from .diagnostics_model import model_diagnostics
 from .errors import AuditInputError
 from .batching import auto_batch_size, parse_batch_size
 from .distributed import Ranks, combine_across_ranks, device_for_rank, process_group, ranks_from_env, shard_range
@@ -282,6 +283,8 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     outcome = stream_pass(plan, state, batch_size, device, start, stop, on_batch=progress, precision=req.precision)
     raise_for_nonfinite_inputs(combine_across_ranks(state, outcome.nonfinite_rows, ranks))
     numbers = state.compute()
+    # Decoder/posterior diagnostics on a bounded sample of the audit set; never part of the verdict.
+    numbers.diagnostics["model"] = model_diagnostics(plan, device)
     verdict = decide(numbers, req.confidence, req.min_margin)
     context["request"] = request_record(req)
     context["settings"] = {"batch_size": req.batch_size, "batch_size_used": outcome.batch_size,

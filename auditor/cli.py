@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     except _CLICK_ERROR as exc:
         fail(exc.format_message().replace("\n", " "))
     except typer.Exit as exc:
-        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130)
-            _interrupted()
         raise SystemExit(exc.exit_code) from None
     except (typer.Abort, KeyboardInterrupt):
+        _interrupted()
+    if result == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns it
         _interrupted()
     raise SystemExit(result if isinstance(result, int) else 0)
 

@@ -216,3 +216,8 @@ def get_protocol(name: str | None) -> Protocol | None:
     if name not in PROTOCOLS:
         raise AuditInputError(f"unknown protocol {name!r} (known: {', '.join(PROTOCOLS)})")
     return PROTOCOLS[name]
+
+
+# Methods kept in their own modules register themselves into METHODS when imported; imported
+# last because they subclass Method.
+from . import train_methods_decoders  # noqa: E402,F401

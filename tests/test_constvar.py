@@ -16,6 +16,7 @@ from auditor.nets import build_model
 
 from . import reference as ref
 from .certify_fixtures import D, K, data_x, teacher_arrays, write_teacher
+from .method_fixtures import digits_teacher, train_and_certify  # noqa: F401 (fixture)
 
 LATENT = 4
 ARCH = {"name": "const-var", "input_shape": [D], "hidden": [8], "latent_dim": LATENT, "activation": "relu",
@@ -95,3 +96,13 @@ def test_certificate_reads_means_and_the_shared_variance(tmp_path, capsys):
     # KL(N(μ, σ²I) ‖ N(0, I)) per dimension with the one shared σ² = e^−1.5.
     kl = 0.5 * (mu**2 + np.exp(-1.5) + 1.5 - 1).mean(axis=0)
     assert np.allclose(cert["diagnostics"]["prior_kl_per_dim"], kl, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method, certified", [("const-var", None), ("const-var-aligned", True)])
+def test_method_trains_on_digits_and_certifies_through_the_cli(method, certified, tmp_path, capsys, digits_teacher):
+    cert = train_and_certify(method, tmp_path, capsys, digits_teacher)
+    assert cert["model"]["architecture"]["name"] == "const-var"
+    assert cert["model"]["architecture"]["posterior_variance"] == "shared"
+    if certified:
+        assert cert["verdict"] == "certified"
+    assert cert["diagnostics"]["model"]["mutual_information"]["computed"]

@@ -15,6 +15,7 @@ from auditor.net_lidvae import ICNN, LIDVAE, orthonormal_columns
 from auditor.nets import build_model
 
 from .certify_fixtures import D, K, data_x, write_teacher
+from .method_fixtures import digits_teacher, train_and_certify  # noqa: F401 (fixture)
 
 ARCH = {"name": "lidvae", "input_shape": [D], "hidden": [16], "latent_dim": 3, "activation": "relu",
         "likelihood": "bernoulli", "icnn_hidden": [8, 8], "convexity": 0.05, "singular_values": [0.5, 2.0]}
@@ -122,3 +123,12 @@ def test_lidvae_checkpoint_certifies_through_the_cli(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     cert = json.loads((tmp_path / "report" / "certificate.json").read_text())
     assert cert["model"]["architecture"]["name"] == "lidvae" and cert["num_samples"] == 60
+
+
+@pytest.mark.parametrize("method, certified", [("lidvae", None), ("lidvae-aligned", True)])
+def test_method_trains_on_digits_and_certifies_through_the_cli(method, certified, tmp_path, capsys, digits_teacher):
+    cert = train_and_certify(method, tmp_path, capsys, digits_teacher)
+    assert cert["model"]["architecture"]["name"] == "lidvae"
+    if certified:
+        assert cert["verdict"] == "certified"
+    assert cert["diagnostics"]["model"]["ima_contrast"]["computed"]
