@@ -1,0 +1,76 @@
+"""The terminal summary: 80 columns, colour only on a terminal, and `--json` for scripts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+from rich.cells import cell_len
+from rich.console import Console
+
+from auditor.report import print_summary
+
+from .report_fixtures import certify, run_cli, write_inputs
+
+ANSI = "\x1b["
+
+
+@pytest.mark.parametrize("aligned,view", [(True, True), (False, False)])
+def test_summary_fits_in_80_columns(tmp_path, aligned, view):
+    _, cert = certify(tmp_path, aligned=aligned, view=view)
+    cert["inputs"][0]["path"] = "/a/very/long/path/" * 10 + "model.safetensors"  # not in the summary, but must not matter
+    console = Console(width=80, record=True, file=io.StringIO(), force_terminal=True)
+    print_summary(cert, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert len(lines) > 15
+    assert max(cell_len(line) for line in lines) <= 80
+    assert cert["verdict"].replace("_", " ") in text
+    assert "margin Ĝ = I_T − L" in text
+
+
+def test_no_colour_when_not_a_terminal(tmp_path, capsys):
+    args = write_inputs(tmp_path)
+    assert run_cli(["certify", *args, "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert "VAE audit certificate" in captured.out
+    assert ANSI not in captured.out and ANSI not in captured.err
+
+
+def test_colour_on_a_terminal(tmp_path):
+    args = write_inputs(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS")}
+    env.update(TERM="xterm-256color", COLUMNS="80", PYTHONPATH=os.pathsep.join(sys.path))
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "auditor", "certify", *args, "--out", str(tmp_path / "r")],
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary, env=env)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    assert proc.wait(timeout=120) == 0
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert "certified" in out and ANSI in out
+
+
+def test_json_prints_only_the_certificate_on_stdout(tmp_path, capsys):
+    args = write_inputs(tmp_path)
+    assert run_cli(["certify", *args, "--out", str(tmp_path / "r"), "--json", "--format", "json,md"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == json.loads((tmp_path / "r" / "certificate.json").read_text())
+    assert "VAE audit certificate" in captured.err  # the summary went to stderr
+    assert run_cli(["certify", *args, "--out", str(tmp_path / "r"), "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["verdict"] == "certified" and captured.err == ""
