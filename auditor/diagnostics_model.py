@@ -182,3 +182,16 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
                               "num_singular": int((~torch.isfinite(contrast)).sum())}
     result["identifiability"] = {"computed": True, **identifiability_probe(model, x, mu, z_prior)}
     return result
+
+
+def headline_numbers(model_diag: dict | None) -> dict[str, float]:
+    """One number per diagnostic (NaN where not computed), for tables such as ``audit reproduce``'s."""
+    picks = {"mutual_information": ("mutual_information", "value"), "self_consistency_latent": ("self_consistency", "latent"),
+             "self_consistency_data": ("self_consistency", "data"), "ima_contrast": ("ima_contrast", "mean"),
+             "identifiability_gap": ("identifiability", "gap")}
+    out = {}
+    for column, (key, field) in picks.items():
+        entry = (model_diag or {}).get(key) or {}
+        value = entry.get(field) if entry.get("computed") else None
+        out[column] = float("nan") if value is None else float(value)
+    return out

@@ -26,6 +26,7 @@ import torch
 from .audit import AuditRequest, run_audit
 from .checkpoint import load_checkpoint
 from .data import open_dataset, to_unit_float
+from .diagnostics_model import headline_numbers
 from .errors import AuditInputError
 from .extract import encode_means, row_ranges
 from .fileio import atomic_write_text, sha256_file
@@ -55,12 +56,22 @@ DEFAULT_ROWS: list[Row] = [
     Row("cyclical", "cyclical"),
     Row("collapse", protocol="collapse", init_from="aligned-kl1"),
     Row("rescue", protocol="rescue", init_from="collapse"),
+    # Other decoder families (issue 6), plain and aligned; vanilla-gaussian is const-var's control
+    # (same unit-variance gaussian decoder, per-sample posterior variances).
+    Row("lidvae", "lidvae"),
+    Row("lidvae-aligned", "lidvae-aligned"),
+    Row("const-var", "const-var"),
+    Row("const-var-aligned", "const-var-aligned"),
+    Row("vanilla-gaussian", "vanilla", {"likelihood": "gaussian"}),
 ]
 
 # (column, heading) of the per-seed numbers summarised in the table, in table order.
 METRICS = [
     ("teacher_information", "I_T"), ("alignment_loss", "L"), ("margin", "margin Ĝ"), ("margin_lcb", "LCB"),
     ("reconstruction", "recon"), ("prior_kl", "KL"), ("mean_sq_norm", "E‖μ‖²"), ("active_units", "active units"),
+    # Model diagnostics (auditor.diagnostics_model; README "Model diagnostics").
+    ("mutual_information", "MI"), ("self_consistency_latent", "SC z"), ("self_consistency_data", "SC x"),
+    ("ima_contrast", "IMA"), ("identifiability_gap", "ID gap"),
 ]
 
 
@@ -111,7 +122,7 @@ def certify_run(checkpoint: Path, teacher: Path, data: str, x_test: torch.Tensor
         "alignment_loss": n.alignment_loss, "margin": n.margin, "margin_lcb": result.verdict.margin_lcb,
         "reconstruction": test_reconstruction(load_checkpoint(checkpoint).model, x_test),
         "prior_kl": diag["mean_prior_kl"], "mean_sq_norm": diag["mean_sq_norm"], "active_units": diag["active_units"],
-        "num_test_samples": n.num_samples,
+        "num_test_samples": n.num_samples, **headline_numbers(diag.get("model")),
     }
 
 

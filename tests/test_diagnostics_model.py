@@ -199,3 +199,16 @@ def test_precomputed_latents_give_mutual_information_only_with_log_variances(tmp
     diag = json.loads((tmp_path / "r" / "certificate.json").read_text())["diagnostics"]["model"]
     eps = torch.randn((40, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
     assert diag["mutual_information"]["value"] == pytest.approx(numpy_mi(mu.astype(np.float64), logvar.astype(np.float64), eps, 40), rel=1e-6)
+
+
+def test_headline_numbers_pick_one_value_each_and_nan_where_not_computed():
+    from auditor.diagnostics_model import headline_numbers
+
+    diag = {"mutual_information": {"computed": False, "reason": "no log-variances"},
+            "self_consistency": {"computed": True, "latent": 1.5, "data": 2.5},
+            "ima_contrast": {"computed": True, "mean": None, "num_singular": 3},
+            "identifiability": {"computed": True, "gap": 0.25}}
+    got = headline_numbers(diag)
+    assert got["self_consistency_latent"] == 1.5 and got["self_consistency_data"] == 2.5 and got["identifiability_gap"] == 0.25
+    assert math.isnan(got["mutual_information"]) and math.isnan(got["ima_contrast"])
+    assert all(math.isnan(v) for v in headline_numbers(None).values())
