@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from .errors import AuditInputError
 from .batching import auto_batch_size, parse_batch_size
 from .distributed import Ranks, combine_across_ranks, device_for_rank, process_group, ranks_from_env, shard_range
 from .extract import PassPlan, encode_means, precision_dtype, raise_for_nonfinite_inputs, stream_pass
-from .fileio import sha256_file
+from .fileio import hashing_in_background, resolve_digest, sha256_file
 from .tensorfile import open_array, safetensors_metadata
 from .teacher import load_teacher, open_probabilities
 from .witness import WitnessSpec
@@ -162,7 +162,7 @@ def run_audit(req: AuditRequest, progress=None) -> AuditResult:
     _check_choice(req)
     ranks = ranks_from_env()
     device = device_for_rank(resolve_device(req.device), ranks)
-    with process_group(device, ranks) as ranks:
+    with process_group(device, ranks) as ranks, hashing_in_background():
         return _run_audit(req, device, ranks, progress)
 
 
@@ -290,6 +290,7 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     context["settings"] = {"batch_size": req.batch_size, "batch_size_used": outcome.batch_size,
                            "device": device.type, "precision": req.precision, "world_size": ranks.world_size,
                            "confidence": req.confidence, "min_margin": req.min_margin}
+    inputs = [replace(record, sha256=resolve_digest(record.sha256)) for record in inputs]  # hashed during the pass
     return AuditResult(numbers, verdict, spec, witness_source, inputs, context, view_reason)
 
 

@@ -13,6 +13,8 @@ How the pass stays as fast as the forward passes themselves:
   slices) while the current one computes; on CUDA it also pins them, so that the copy to the
   device is asynchronous (``non_blocking``) and issued on a side stream one batch ahead;
 - batches cross to the device as stored (uint8 stays uint8) and are scaled there;
+- on a CPU, the certificate state's update runs on a second thread, overlapping the next
+  batch's forward passes (in order, so the state is the one an in-line loop gives);
 - nothing in the loop waits on the device: non-finite inputs are counted on the device and the
   certificate state defers its own checks to ``compute()``, so an audit synchronises with the
   host once, at the end;
@@ -207,7 +209,15 @@ def _on_compute_stream(item, copy_stream):
 
 
 def _count_nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
-    return (~torch.isfinite(x)).reshape(x.shape[0], -1).any(dim=1).sum()
+    """Rows of ``x`` holding NaN or ±inf, as a device scalar.
+
+    x − x is 0 for every finite value and NaN otherwise, so a row sums to NaN exactly when it
+    holds a non-finite value: two streaming kernels, several times faster on a CPU than
+    ``isfinite(x).all(dim=1)``. Integer inputs (uint8 images) cannot hold either: no pass at all.
+    """
+    if not x.dtype.is_floating_point:
+        return torch.zeros((), dtype=torch.int64, device=x.device)
+    return (x - x).reshape(x.shape[0], -1).sum(dim=1).isnan().sum()
 
 
 def _state_references(state: CertificateState) -> dict[str, torch.Tensor]:
@@ -219,19 +229,32 @@ def _state_references(state: CertificateState) -> dict[str, torch.Tensor]:
     return refs
 
 
-def update_from_batch(plan: PassPlan, state: CertificateState, batch: dict[str, torch.Tensor],
-                      precision: str = "fp32") -> torch.Tensor:
-    """Run the encoder/teacher on one device batch and add it to ``state``.
+@dataclass
+class BatchOutputs:
+    """What the certificate state needs from one batch (``state.update``'s arguments)."""
 
-    Returns the number of input rows with NaN/inf, as a device scalar (never read here).
-    """
+    mu: torch.Tensor
+    p: torch.Tensor
+    logvar: torch.Tensor | None
+    p_view: torch.Tensor | None
+    nonfinite_rows: torch.Tensor  # input rows with NaN/inf, a device scalar (never read here)
+
+    def update(self, state: CertificateState) -> None:
+        state.update(self.mu, self.p, self.logvar, self.p_view)
+
+
+def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str = "fp32") -> BatchOutputs:
+    """Run the encoder/teacher (what the plan does not give precomputed) on one device batch."""
     x = to_unit_float(batch["x"]) if "x" in batch else None
     x_teacher = to_unit_float(batch["x_teacher"]) if "x_teacher" in batch else x
-    nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
-    for inputs in {id(t): t for t in (x, x_teacher) if t is not None}.values():
-        nonfinite = nonfinite + _count_nonfinite_rows(inputs).to(state.device)
+    nonfinite = None
+    for role in ("x", "x_teacher"):
+        if role in batch:
+            count = _count_nonfinite_rows(batch[role])
+            nonfinite = count if nonfinite is None else nonfinite + count
 
-    with forward_context(x.device if x is not None else state.device, precision):
+    device = next(iter(batch.values())).device
+    with forward_context(device, precision):
         if "mu" in batch:
             mu, logvar = batch["mu"], batch.get("logvar")
         else:
@@ -241,8 +264,65 @@ def update_from_batch(plan: PassPlan, state: CertificateState, batch: dict[str, 
         p_view = None
         if plan.with_view:
             p_view = batch["view_probs"] if "view_probs" in batch else plan.teacher(x)
-    state.update(mu, p, logvar, p_view)
-    return nonfinite
+    if nonfinite is None:
+        nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+    return BatchOutputs(mu, p, logvar, p_view, nonfinite)
+
+
+def update_from_batch(plan: PassPlan, state: CertificateState, batch: dict[str, torch.Tensor],
+                      precision: str = "fp32") -> torch.Tensor:
+    """Run the encoder/teacher on one device batch and add it to ``state``.
+
+    Returns the number of input rows with NaN/inf, as a device scalar (never read here).
+    """
+    outputs = forward_batch(plan, batch, precision)
+    outputs.update(state)
+    return outputs.nonfinite_rows.to(state.device)
+
+
+class _UpdateWorker:
+    """Applies ``state.update`` on a second thread, in submission order (so the state is the
+    same as in-line), while the caller runs the next batch's forward passes.
+
+    Used on a CPU, where the certificate update's many small float64 operations would
+    otherwise add to the forward passes' time; torch releases the GIL inside them. On CUDA the
+    kernels are asynchronous already and the update stays in-line.
+    """
+
+    def __init__(self, state: CertificateState):
+        self.state = state
+        self.jobs: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="audit-update", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.error is None:
+                try:
+                    job.update(self.state)
+                except BaseException as exc:  # raised in the caller at the next submit or at finish
+                    self.error = exc
+
+    def submit(self, outputs: BatchOutputs) -> None:
+        self._raise()
+        self.jobs.put(outputs)
+
+    def finish(self) -> None:
+        self.close()
+        self._raise()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.jobs.put(None)
+            self.thread.join()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _slice(batch: dict[str, torch.Tensor], begin: int, end: int) -> dict[str, torch.Tensor]:
@@ -260,40 +340,56 @@ def stream_pass(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "fp32",
     prefetch: bool = True,
+    pipeline: bool | None = None,
 ) -> PassOutcome:
     """Feed rows [start, stop) into ``state``; input checks are left to the caller (see run_pass).
 
     Batches of ``batch_size`` rows are read; each is computed in sub-batches of the current
-    compute size, which halves on every out-of-memory error (the failed sub-batch is retried
-    after rolling the state back), so later batches run at the size that fitted.
+    compute size, which halves on every out-of-memory error (the failed sub-batch is retried,
+    after rolling the state back when the update was part of it), so later batches run at the
+    size that fitted. ``pipeline`` (default: on a CPU) applies the state updates on a worker
+    thread, overlapping them with the next forward passes.
     """
     precision_dtype(precision)
     stop = plan.num_samples if stop is None else stop
     ranges = list(row_ranges(start, stop, batch_size))
     pin = device.type == "cuda" and torch.cuda.is_available()
+    pipeline = device.type == "cpu" if pipeline is None else pipeline
+    worker = _UpdateWorker(state) if pipeline else None
     nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
     compute_size = batch_size
-    for begin, end, batch in device_batches(host_batches(plan.sources, ranges, pin, prefetch), device):
-        offset, rows = 0, end - begin
-        while offset < rows:
-            size = min(compute_size, rows - offset)
-            snapshot = _state_references(state)
-            try:
-                counted = update_from_batch(plan, state, _slice(batch, offset, offset + size), precision)
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                state.load_state_dict(snapshot)
-                if size == 1:
-                    raise AuditInputError("out of device memory even at batch size 1") from None
-                compute_size = max(1, size // 2)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                continue
-            nonfinite = nonfinite + counted
-            offset += size
-        if on_batch is not None:
-            on_batch(rows)
+    try:
+        for begin, end, batch in device_batches(host_batches(plan.sources, ranges, pin, prefetch), device):
+            offset, rows = 0, end - begin
+            while offset < rows:
+                size = min(compute_size, rows - offset)
+                snapshot = None if worker else _state_references(state)
+                try:
+                    outputs = forward_batch(plan, _slice(batch, offset, offset + size), precision)
+                    if worker is None:
+                        outputs.update(state)
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    if snapshot is not None:
+                        state.load_state_dict(snapshot)
+                    if size == 1:
+                        raise AuditInputError("out of device memory even at batch size 1") from None
+                    compute_size = max(1, size // 2)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                if worker is not None:
+                    worker.submit(outputs)
+                nonfinite = nonfinite + outputs.nonfinite_rows.to(state.device)
+                offset += size
+            if on_batch is not None:
+                on_batch(rows)
+        if worker is not None:
+            worker.finish()
+    finally:
+        if worker is not None:
+            worker.close()
     return PassOutcome(batch_size=compute_size, nonfinite_rows=nonfinite)
 
 
@@ -314,6 +410,7 @@ def run_pass(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "fp32",
     prefetch: bool = True,
+    pipeline: bool | None = None,
 ) -> int:
     """Feed rows [start, stop) of the plan's sources into ``state``, batch by batch.
 
@@ -321,6 +418,6 @@ def run_pass(
     waits on the host; no report exists before the pass has finished. Returns the batch size in
     use at the end (smaller than ``batch_size`` after out-of-memory halving).
     """
-    outcome = stream_pass(plan, state, batch_size, device, start, stop, on_batch, precision, prefetch)
+    outcome = stream_pass(plan, state, batch_size, device, start, stop, on_batch, precision, prefetch, pipeline)
     raise_for_nonfinite_inputs(outcome.nonfinite_rows)
     return outcome.batch_size
