@@ -22,7 +22,9 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Var_x
 PROB_SUM_TOLERANCE = 1e-4  # teacher rows are float32 softmaxes; allow their rounding, not mistakes
 # Margin–energy path (DESIGN §1): μ_t = t·μ*(p) at these t; its witness prediction is ∝ p^t.
 PATH_TS = tuple(i / 10 for i in range(11))
-_LOG_ZERO = -1e300  # stands for log 0: t·_LOG_ZERO is still "minus infinity" for softmax, and 0·it = 0
+# The analytic code is taken of max(p, floor), as in auditor.design (PROB_FLOOR): ℓ stays finite
+# when a teacher probability underflows to 0, and the path matches `audit design` exactly.
+PATH_PROB_FLOOR = 1e-12
 
 
 def _xlogy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -104,10 +106,9 @@ class CertificateState:
             "bad_logvar": StateField("sum", zeros()),
             "bad_p": StateField("sum", zeros()),
             "bad_p_view": StateField("sum", zeros()),
-            # margin–energy path: Σ‖ℓ(p_i)‖² over full-support rows, rows without full support,
-            # and Σ_i CE(p_i, softmax(t·log p_i)) for each t in PATH_TS
+            # margin–energy path, with p̃ = max(p, PATH_PROB_FLOOR): Σ‖ℓ(p̃_i)‖², and for each t in
+            # PATH_TS Σ_i CE(p_i, q_t) where q_t = softmax(t·ℓ(p̃_i)) is the witness on t·μ*(p̃_i)
             "sum_sq_centered_log": StateField("sum", zeros()),
-            "rows_without_full_support": StateField("sum", zeros()),
             "path_ce": StateField("sum", zeros(len(PATH_TS))),
         }
         if with_view:
@@ -202,12 +203,10 @@ class CertificateState:
             self._add("sum_kl_view", (_xlogy(p, p) - _xlogy(p, pv)).sum())
 
     def _update_path(self, p: torch.Tensor) -> None:
-        full = (p > 0).all(dim=1)
-        logp = torch.where(p > 0, torch.log(p), torch.full_like(p, _LOG_ZERO))
+        logp = torch.log(p.clamp(min=PATH_PROB_FLOOR))
         centred = logp - logp.mean(dim=1, keepdim=True)
-        self._add("sum_sq_centered_log", torch.where(full, (centred * centred).sum(dim=1), 0.0).sum())
-        self._add("rows_without_full_support", (~full).sum().to(torch.float64))
-        ce_t = [-(p * torch.log_softmax(t * logp, dim=1)).sum() for t in PATH_TS]
+        self._add("sum_sq_centered_log", (centred * centred).sum())
+        ce_t = [-(p * torch.log_softmax(t * centred, dim=1)).sum() for t in PATH_TS]
         self._add("path_ce", torch.stack(ce_t))
 
     # ------------------------------------------------------------------ merging
@@ -381,15 +380,12 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
             "mean_tv": float(v["sum_tv"]) / n,
         }
 
-    # E_T is infinite when some teacher row has a zero probability (ℓ(p) = −∞ there).
-    full_support = float(v["rows_without_full_support"]) == 0
-    e_t = float(v["sum_sq_centered_log"]) / n if full_support else None
+    code_energy = analytic_energy(float(v["sum_sq_centered_log"]) / n, K, spec.beta)
     design = {
-        "E_T": e_t,
-        "analytic_code_energy": analytic_energy(e_t, K, spec.beta) if full_support else None,
-        "full_support": full_support,
-        "path": [{"t": t, "margin": h_bar - float(ce_t) / n,
-                  "energy": t * t * analytic_energy(e_t, K, spec.beta) if full_support else None}
+        "E_T": float(v["sum_sq_centered_log"]) / n,
+        "prob_floor": PATH_PROB_FLOOR,
+        "analytic_code_energy": code_energy,
+        "path": [{"t": t, "margin": h_bar - float(ce_t) / n, "energy": t * t * code_energy}
                  for t, ce_t in zip(PATH_TS, v["path_ce"])],
     }
 

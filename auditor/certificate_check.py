@@ -229,18 +229,15 @@ def _check_design(c: _Checker, cert: dict) -> None:
         return
     if not isinstance(design, dict):
         c.fail("'design' must be an object")
-    e_t = c.get(design, "E_T", float, "design.E_T", nullable=True)
+    e_t = c.get(design, "E_T", float, "design.E_T")
     path = c.get(design, "path", list, "design.path")
     w, k = cert["witness"], cert["num_classes"]
     scale = (k - 1) / (k * w["beta"] ** 2)
     for i, point in enumerate(path):
         t = c.get(point, "t", float, f"design.path[{i}].t")
         margin = c.get(point, "margin", float, f"design.path[{i}].margin")
-        energy = c.get(point, "energy", float, f"design.path[{i}].energy", nullable=True)
-        if (energy is None) != (e_t is None):
-            c.fail(f"design.path[{i}].energy must be null exactly when design.E_T is")
-        if energy is not None:
-            c.close(energy, t * t * scale * e_t, f"design.path[{i}].energy ≠ t²·(K−1)/(Kβ²)·E_T")
+        energy = c.get(point, "energy", float, f"design.path[{i}].energy")
+        c.close(energy, t * t * scale * e_t, f"design.path[{i}].energy ≠ t²·(K−1)/(Kβ²)·E_T")
         if t == 0.0:
             c.close(margin, cert["teacher_marginal_entropy"] - math.log(k), "design path margin at t = 0 ≠ H(p̄) − log K")
         if t == 1.0:

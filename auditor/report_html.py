@@ -225,9 +225,6 @@ def _energy_path_section(cert: dict) -> str:
     out = ["<h2>Margin–energy path</h2>"]
     if design is None:
         return out[0] + "<p>This certificate records no margin–energy path (it was written by an older version).</p>"
-    if design.get("E_T") is None:
-        return out[0] + ("<p>The teacher gives zero probability to some class on some samples, so the analytic "
-                         "code has infinite energy (E_T = ∞) and the path cannot be drawn.</p>")
     out.append(
         "<p>The analytic code μ*(p) reproduces the teacher exactly (margin I_T) at energy "
         f"((K−1)/(Kβ²))·E_T = {_num(design['analytic_code_energy'])} with E_T = {_num(design['E_T'])}. Scaling it by "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -15,10 +16,11 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
+from auditor.design import PROB_FLOOR, design_table, teacher_energy
 from auditor.report_html import render_html
 
 from . import reference as ref
-from .report_fixtures import BETA, K, audit_arrays, certify, run_cli
+from .report_fixtures import BETA, D, K, audit_arrays, certify, run_cli
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
 IMG = re.compile(r'<img class="plot" id="plot-([a-z-]+)" alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
@@ -82,16 +84,24 @@ def test_energy_path_matches_plain_numpy(certified):
         assert point["energy"] == pytest.approx(point["t"] ** 2 * (K - 1) / (K * BETA**2) * e_t, rel=1e-10)
 
 
-def test_zero_teacher_probability_has_no_energy(tmp_path):
+def test_energy_path_equals_audit_design_even_with_zero_probabilities(tmp_path):
+    # The streaming path in the certificate and auditor.design's in-memory design_table agree,
+    # including rows with p_ik = 0, which both floor at the same 1e-12.
     mu, p = audit_arrays(60)
     p[0] = [1.0, 0.0, 0.0, 0.0]
-    np.savez(tmp_path / "lat.npz", mu=mu[:60])
+    p[1] = [0.5, 0.5, 0.0, 0.0]
+    np.savez(tmp_path / "lat.npz", mu=mu)
     np.savez(tmp_path / "probs.npz", probs=p)
     code = run_cli(["certify", "--latents", str(tmp_path / "lat.npz"), "--teacher-probs", str(tmp_path / "probs.npz"),
                     "--beta", str(BETA), "--out", str(tmp_path / "r"), "--format", "html", "--quiet"])
     assert code in (0, 1)
-    page = (tmp_path / "r" / "certificate.html").read_text()
-    assert "infinite energy" in page and "plot-energy-path" not in page
+    cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
+    assert cert["design"]["prob_floor"] == PROB_FLOOR
+    assert cert["design"]["E_T"] == pytest.approx(teacher_energy(p), rel=1e-10)
+    table = design_table(p, BETA, D, ts=[pt["t"] for pt in cert["design"]["path"]])
+    assert [pt["margin"] for pt in cert["design"]["path"]] == pytest.approx(list(table["margin"]), rel=1e-9, abs=1e-12)
+    assert [pt["energy"] for pt in cert["design"]["path"]] == pytest.approx(list(table["energy"]), rel=1e-10)
+    assert "plot-energy-path" in (tmp_path / "r" / "certificate.html").read_text()
 
 
 def test_training_curve_from_the_csv_beside_the_model(tmp_path):
