@@ -14,7 +14,7 @@ import html
 import io
 from pathlib import Path
 
-from .report import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, summary_rows
+from .report import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, _fmt, summary_rows  # one number format for every report
 
 TRAINING_COLUMNS = ("margin", "kl", "active_units")
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -38,22 +38,12 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _num(value, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _table(header: list[str] | None, rows: list[list]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header) if header else ""
     body = []
     for row in rows:
         cells = "".join(
-            f'<td class="num">{_e(_num(v))}</td>' if isinstance(v, (int, float)) or v is None else f"<td>{_e(v)}</td>"
+            f'<td class="num">{_e(_fmt(v))}</td>' if isinstance(v, (int, float)) or v is None else f"<td>{_e(v)}</td>"
             for v in row
         )
         body.append(f"<tr>{cells}</tr>")
@@ -85,7 +75,8 @@ def margin_plot(cert: dict) -> str:
     shown = [0.0 if v is None else v for v in values]
     ax.barh(names[::-1], shown[::-1], color=colours[::-1])
     for y, v in enumerate(values[::-1]):
-        ax.annotate("n/a" if v is None else f"{v:.4f}", (0 if v is None else v, y), xytext=(4, 0),
+        # Right of the bar's end, or of zero for a negative bar, so the label never covers the bar.
+        ax.annotate("n/a" if v is None else f"{v:.4f}", (0 if v is None else max(v, 0.0), y), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize=9)
     ax.axvline(0.0, color="black", lw=0.8)
     ax.axvline(cert["min_margin"], color=_AMBER, lw=1.2, ls="--", label=f"required δ = {cert['min_margin']:g}")
@@ -227,7 +218,7 @@ def _energy_path_section(cert: dict) -> str:
         return out[0] + "<p>This certificate records no margin–energy path (it was written by an older version).</p>"
     out.append(
         "<p>The analytic code μ*(p) reproduces the teacher exactly (margin I_T) at energy "
-        f"((K−1)/(Kβ²))·E_T = {_num(design['analytic_code_energy'])} with E_T = {_num(design['E_T'])}. Scaling it by "
+        f"((K−1)/(Kβ²))·E_T = {_fmt(design['analytic_code_energy'])} with E_T = {_fmt(design['E_T'])}. Scaling it by "
         "t runs from the uniform predictor (t = 0, margin H(p̄) − log K ≤ 0) to the teacher itself (t = 1): how much "
         "energy E‖μ‖² a code needs for a given margin on this audit set. The star is this model.</p>"
     )

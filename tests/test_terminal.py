@@ -23,7 +23,11 @@ ANSI = "\x1b["
 @pytest.mark.parametrize("aligned,view", [(True, True), (False, False)])
 def test_summary_fits_in_80_columns(tmp_path, aligned, view):
     _, cert = certify(tmp_path, aligned=aligned, view=view)
-    cert["inputs"][0]["path"] = "/a/very/long/path/" * 10 + "model.safetensors"  # not in the summary, but must not matter
+    # The longest rows: the model diagnostics of a checkpoint audit, with wide values.
+    cert["diagnostics"]["model"] = {key: {"computed": True, field: -12345.678901}
+                                    for key, field in (("mutual_information", "value"), ("ima_contrast", "mean"),
+                                                       ("identifiability", "gap"))}
+    cert["diagnostics"]["model"]["self_consistency"] = {"computed": True, "latent": 98765.4321, "data": 12345.6789}
     console = Console(width=80, record=True, file=io.StringIO(), force_terminal=True)
     print_summary(cert, console)
     text = console.export_text()

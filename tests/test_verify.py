@@ -187,3 +187,19 @@ def test_certificates_written_by_certify_pass_the_check(tmp_path, aligned, view)
     assert check_certificate(cert) is cert
     # The identities the check relies on, recomputed here from the certificate's own numbers.
     assert math.isclose(cert["margin"], cert["teacher_information"] - cert["alignment_loss"], abs_tol=1e-12)
+
+
+def test_recompute_of_a_checkpoint_audit(tmp_path, capsys):
+    # Model, teacher.pt and a data file: the encoder, the teacher and the model diagnostics all re-run.
+    from .certify_fixtures import data_x, write_model, write_teacher
+
+    write_model(tmp_path / "vae.safetensors")
+    write_teacher(tmp_path / "teacher.pt")
+    np.savez(tmp_path / "x.npz", x=data_x(50))
+    out = tmp_path / "rep"
+    code = run_cli(["certify", "--model", str(tmp_path / "vae.safetensors"), "--teacher", str(tmp_path / "teacher.pt"),
+                    "--data", str(tmp_path / "x.npz"), "--out", str(out), "--quiet"])
+    assert code in (0, 1)
+    assert {r["role"] for r in json.loads((out / "certificate.json").read_text())["inputs"]} == {"model", "teacher", "data"}
+    assert run_cli(["verify", str(out / "certificate.json"), "--recompute"]) == 0
+    assert "every number match" in capsys.readouterr().out
