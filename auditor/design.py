@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .certificate import CertificateState, teacher_information
+from .certificate import PATH_PROB_FLOOR, CertificateState, teacher_information
 from .errors import AuditInputError
 from .witness import WitnessSpec, analytic_code, analytic_energy, centered_log
 
-PROB_FLOOR = 1e-12
+PROB_FLOOR = PATH_PROB_FLOOR  # 1e-12, one constant with the certificate's own margin–energy path
 DEFAULT_BETA = 2.0
 # Prior cost ½E‖μ*‖² (nats per sample) we accept for the full analytic code: a small part of
 # the KL a VAE on digits pays anyway (tens of nats at 16 latents).
