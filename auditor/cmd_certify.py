@@ -69,7 +69,8 @@ def certify(
         witness_offset=witness_offset, confidence=confidence, min_margin=min_margin,
         batch_size=parse_batch_size(batch_size), device=device, precision=precision,
     )
-    with BatchProgress(enabled=progress_wanted(quiet) and is_main_process()) as progress:
+    # --json: stdout carries the JSON alone, so no progress bar there even on a terminal.
+    with BatchProgress(enabled=progress_wanted(quiet or json_out) and is_main_process()) as progress:
         result = run_audit(request, progress=progress)
     if not is_main_process():  # torchrun: rank 0 alone writes and prints; every rank exits alike
         return 0 if result.verdict.certified else 1
