@@ -60,6 +60,8 @@ DEFAULT_ROWS: list[Row] = [
     # (same unit-variance gaussian decoder, per-sample posterior variances).
     Row("lidvae", "lidvae"),
     Row("lidvae-aligned", "lidvae-aligned"),
+    # A strongly injective decoder: α = 1 and s_min = 1 bound σ_min of its Jacobian (logits) by 1.
+    Row("lidvae-strong", "lidvae", {"extra": {"convexity": 1.0, "singular_values": [1.0, 4.0]}}),
     Row("const-var", "const-var"),
     Row("const-var-aligned", "const-var-aligned"),
     Row("vanilla-gaussian", "vanilla", {"likelihood": "gaussian"}),

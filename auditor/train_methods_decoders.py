@@ -54,7 +54,9 @@ class LIDVAEMethod(_OwnArchitecture):
     summary = "the ELBO with the latent-identifiable decoder g₂∘B∘g₁ (ICNN gradients; Wang et al. 2021)"
 
     def fields(self, cfg: "TrainConfig") -> dict:
-        return {"likelihood": cfg.likelihood, **LIDVAE_DEFAULTS}
+        # The decoder's hyper-parameters (README) may come through TrainConfig.extra; the
+        # architecture builder checks them.
+        return {"likelihood": cfg.likelihood, **LIDVAE_DEFAULTS, **{k: cfg.extra[k] for k in LIDVAE_DEFAULTS if k in cfg.extra}}
 
 
 @register_method

@@ -132,3 +132,23 @@ def test_method_trains_on_digits_and_certifies_through_the_cli(method, certified
     if certified:
         assert cert["verdict"] == "certified"
     assert cert["diagnostics"]["model"]["ima_contrast"]["computed"]
+
+
+def test_decoder_hyper_parameters_come_from_the_config_extra_and_are_checked():
+    from auditor.train import TrainConfig, resolve_config
+    from auditor.train_methods import get_method
+
+    cfg = resolve_config(TrainConfig(method="lidvae", extra={"convexity": 1.0, "singular_values": [1.0, 4.0]}), None)
+    arch = get_method("lidvae").architecture(cfg, (D,))
+    assert arch["convexity"] == 1.0 and arch["singular_values"] == [1.0, 4.0] and arch["icnn_hidden"] == [64, 64]
+    assert isinstance(build_model(arch), LIDVAE)
+    bad = get_method("lidvae").architecture(resolve_config(TrainConfig(method="lidvae", extra={"convexity": 0}), None), (D,))
+    with pytest.raises(AuditInputError, match="convexity"):
+        build_model(bad)
+
+
+def test_lidvae_method_refuses_another_architecture_flag():
+    from auditor.train import TrainConfig, resolve_config
+
+    with pytest.raises(AuditInputError, match="drop --arch conv"):
+        resolve_config(TrainConfig(method="lidvae", arch="conv"), None)

@@ -84,7 +84,7 @@ def test_default_rows_are_the_issue_table_and_extendable():
     names = [r.name for r in DEFAULT_ROWS]
     assert names == ["vanilla-kl1", "vanilla-kl2", "vanilla-kl4", "vanilla-kl8", "aligned-kl1", "aligned-kl2",
                      "aligned-kl4", "aligned-kl8", "prefit", "beta-0.5", "free-bits", "kl-anneal", "cyclical",
-                     "collapse", "rescue", "lidvae", "lidvae-aligned", "const-var", "const-var-aligned", "vanilla-gaussian"]
+                     "collapse", "rescue", "lidvae", "lidvae-aligned", "lidvae-strong", "const-var", "const-var-aligned", "vanilla-gaussian"]
     extra = Row("cyclical-m2", "cyclical", {"cycles": 2})
     assert select_rows(["vanilla-kl1", "cyclical-m2"], [*DEFAULT_ROWS, extra])[-1] == extra
 
