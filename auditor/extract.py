@@ -13,8 +13,10 @@ How the pass stays as fast as the forward passes themselves:
   slices) while the current one computes; on CUDA it also pins them, so that the copy to the
   device is asynchronous (``non_blocking``) and issued on a side stream one batch ahead;
 - batches cross to the device as stored (uint8 stays uint8) and are scaled there;
-- on a CPU, the certificate state's update runs on a second thread, overlapping the next
-  batch's forward passes (in order, so the state is the one an in-line loop gives);
+- optionally (``pipeline=True``) the certificate state's update runs on a second thread,
+  overlapping the next batch's forward passes (in order, so the state is the one an in-line
+  loop gives). Off by default: on a CPU shared with other work the extra thread measured
+  slower than in-line updates (benchmarks/README.md);
 - nothing in the loop waits on the device: non-finite inputs are counted on the device and the
   certificate state defers its own checks to ``compute()``, so an audit synchronises with the
   host once, at the end;
@@ -284,9 +286,9 @@ class _UpdateWorker:
     """Applies ``state.update`` on a second thread, in submission order (so the state is the
     same as in-line), while the caller runs the next batch's forward passes.
 
-    Used on a CPU, where the certificate update's many small float64 operations would
-    otherwise add to the forward passes' time; torch releases the GIL inside them. On CUDA the
-    kernels are asynchronous already and the update stays in-line.
+    Meant for a CPU with a core to spare, where the update's small float64 operations would
+    otherwise add to the forward passes' time (torch releases the GIL inside them). On CUDA the
+    kernels are asynchronous already.
     """
 
     def __init__(self, state: CertificateState):
@@ -340,21 +342,20 @@ def stream_pass(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "fp32",
     prefetch: bool = True,
-    pipeline: bool | None = None,
+    pipeline: bool = False,
 ) -> PassOutcome:
     """Feed rows [start, stop) into ``state``; input checks are left to the caller (see run_pass).
 
     Batches of ``batch_size`` rows are read; each is computed in sub-batches of the current
     compute size, which halves on every out-of-memory error (the failed sub-batch is retried,
     after rolling the state back when the update was part of it), so later batches run at the
-    size that fitted. ``pipeline`` (default: on a CPU) applies the state updates on a worker
-    thread, overlapping them with the next forward passes.
+    size that fitted. ``pipeline`` applies the state updates on a worker thread, overlapping
+    them with the next forward passes (an out-of-memory error in the update is then not retried).
     """
     precision_dtype(precision)
     stop = plan.num_samples if stop is None else stop
     ranges = list(row_ranges(start, stop, batch_size))
     pin = device.type == "cuda" and torch.cuda.is_available()
-    pipeline = device.type == "cpu" if pipeline is None else pipeline
     worker = _UpdateWorker(state) if pipeline else None
     nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
     compute_size = batch_size
@@ -410,7 +411,7 @@ def run_pass(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "fp32",
     prefetch: bool = True,
-    pipeline: bool | None = None,
+    pipeline: bool = False,
 ) -> int:
     """Feed rows [start, stop) of the plan's sources into ``state``, batch by batch.
 

@@ -212,7 +212,7 @@ class _StateFailingMidUpdate(type(fx.fresh_state())):
 
 
 def test_out_of_memory_inside_the_update_rolls_the_state_back():
-    # In-line updates (the CUDA path; on a CPU the update runs on a worker thread).
+    # In-line updates (the default; with pipeline=True the update runs on a worker thread).
     x = fx.inputs(40)
     failing = _StateFailingMidUpdate(fx.SPEC)
     _, used = run(fx.plan(x), 32, state=failing, pipeline=False)
