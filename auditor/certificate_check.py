@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .certificate import confidence_z
 from .errors import AuditInputError
-from .report import SCHEMA
+from .report import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
 
 TOLERANCE = 1e-9
 VERDICTS = ("certified", "not_certified")
@@ -91,9 +91,11 @@ def check_certificate(cert, where: str = "certificate") -> dict:
     verdict = c.get(cert, "verdict", str)
     if verdict not in VERDICTS:
         c.fail(f"'verdict' must be one of {', '.join(VERDICTS)}, found {verdict!r}")
-    c.get(cert, "meaning", str)
     _check_margin(c, cert)
     _check_verdict(c, cert)
+    # The Markdown report prints this text: it must say what the verdict means, not the opposite.
+    if c.get(cert, "meaning", str) != (CERTIFIED_NOTE if verdict == "certified" else NOT_COLLAPSED_NOTE):
+        c.fail(f"'meaning' is not the text that goes with the verdict {verdict!r}")
     _check_witness_and_diagnostics(c, cert)
     _check_per_class(c, cert)
     _check_view_gap(c, cert)

@@ -147,6 +147,8 @@ EDITS = {
     "path end": (_set(["design", "path", -1, "margin"], lambda v: v + 0.1), "t = 1"),
     "bad sha256": (_set(["inputs", 0, "sha256"], "abc"), "sha256"),
     "string number": (_set(["margin"], "0.5"), "finite number"),
+    "meaning of the other verdict": (lambda c: c.update(meaning=c["meaning"].replace("Certified:", "Not certified:")),
+                                     "'meaning'"),
 }
 
 
