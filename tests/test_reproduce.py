@@ -10,20 +10,14 @@ import pandas as pd
 import pytest
 
 from auditor.checkpoint import load_checkpoint
-from auditor.cli import main
 from auditor.data import open_dataset
 from auditor.fileio import sha256_file
 from auditor.reproduce import DEFAULT_ROWS, METRICS, Row, select_rows, summarize
 from auditor.teacher_fit import fit_pca_gmm, save_teacher
 
+from .cli_run import run
+
 CI_ROWS = "vanilla-kl1,vanilla-kl8,aligned-kl1,aligned-kl8,prefit,collapse,rescue"
-
-
-def run(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

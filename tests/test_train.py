@@ -24,13 +24,7 @@ from auditor.train_methods import METHODS, get_method, prior_kl_per_dim, reconst
 from auditor.witness import WitnessSpec, witness_matrix
 
 from . import reference as ref
-
-
-def run(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
+from .cli_run import run
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +248,12 @@ def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(aligned, teacher,
     np.savez(wide, x=np.random.default_rng(0).uniform(0, 1, (30, 32)).astype(np.float32))
     k3 = tmp_path / "k3.pt"
     save_teacher(fit_pca_gmm(open_dataset("digits", "train").read(0, 200), rank=5, num_classes=3, seed=0), k3)
+    wide_teacher = tmp_path / "wide.pt"
+    save_teacher(fit_pca_gmm(np.load(wide)["x"], rank=3, num_classes=3, seed=0), wide_teacher)
     out = tmp_path / "never.safetensors"
     cases = {
+        "init input size": (["--method", "aligned", "--init", aligned, "--data", wide, "--split", "all",
+                             "--teacher", wide_teacher], "takes inputs of shape [64]"),
         "unknown method": (["--method", "nope"], "unknown method 'nope'"),
         "K > samples": (["--method", "aligned", "--data", small, "--split", "all"], "only 5 samples"),
         "teacher input size": (["--method", "aligned", "--data", wide, "--split", "all"], "teacher takes inputs of size 64"),
@@ -288,3 +286,11 @@ def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(aligned, teacher,
         assert code == 2, (name, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (name, err)
         assert not out.exists() and not out.with_suffix(".csv").exists(), name
+
+
+def test_without_a_terminal_there_is_no_progress_bar_only_the_summary(teacher, tmp_path, capsys):
+    out = tmp_path / "v.safetensors"
+    args = [a for a in train_args(teacher, out, "--method", "vanilla", "--epochs", "1") if a != "--quiet"]
+    code, stdout, err = run(args, capsys)
+    assert code == 0 and err == ""
+    assert stdout.startswith(f"wrote {out} and {out.with_suffix('.csv')}: 1 epochs (vanilla") and stdout.count("\n") == 1
