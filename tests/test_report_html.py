@@ -134,7 +134,7 @@ def _chromium() -> str | None:
 def _browser(profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}", *args],
+         "--no-first-run", "--hide-scrollbars", "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args],
         capture_output=True, text=True, timeout=120,
     )
 
@@ -157,7 +157,8 @@ def test_chromium_renders_the_verdict_and_every_plot(certified, tmp_path):
     # The probe needs scripts, which the report's CSP forbids: it runs on a copy without the CSP.
     probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace("</body>", PROBE + "</body>")
     (tmp_path / "probe.html").write_text(probed)
-    dom = _browser(tmp_path / "profile-dom", "--dump-dom", (tmp_path / "probe.html").as_uri())
+    # The virtual-time budget lets the page finish loading (and the probe run) before the dump.
+    dom = _browser(tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", (tmp_path / "probe.html").as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     check = re.search(r'id="render-check" data-plots="(\d+)" data-decoded="(\d+)"', dom.stdout)
     assert check, dom.stdout[-2000:]
@@ -175,3 +176,14 @@ def test_chromium_renders_the_verdict_and_every_plot(certified, tmp_path):
     # The verdict banner (certified green, #1a7f37) is painted near the top of the page.
     top = (image[:300, :, :3] * 255).round().astype(int)
     assert ((abs(top[..., 0] - 0x1A) < 8) & (abs(top[..., 1] - 0x7F) < 8) & (abs(top[..., 2] - 0x37) < 8)).sum() > 5000
+
+
+def test_text_from_the_certificate_is_escaped(certified):
+    # Paths and the command come from the user: they must not become markup in the page.
+    _, cert = certified
+    cert = json.loads(json.dumps(cert))
+    cert["command"] = ["audit", "certify", "--data", "<script>alert(1)</script>"]
+    cert["inputs"][0]["path"] = "x\" onerror=\"alert(1).npz"
+    page = render_html(cert)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'x" onerror' not in page
