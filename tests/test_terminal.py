@@ -18,6 +18,8 @@ from auditor.report import print_summary
 from .report_fixtures import certify, run_cli, write_inputs
 
 ANSI = "\x1b["
+# Environment variables with which rich overrides its terminal detection.
+COLOUR_OVERRIDES = ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
 
 @pytest.mark.parametrize("aligned,view", [(True, True), (False, False)])
@@ -38,7 +40,9 @@ def test_summary_fits_in_80_columns(tmp_path, aligned, view):
     assert "margin Ĝ = I_T − L" in text
 
 
-def test_no_colour_when_not_a_terminal(tmp_path, capsys):
+def test_no_colour_when_not_a_terminal(tmp_path, capsys, monkeypatch):
+    for name in COLOUR_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
     args = write_inputs(tmp_path)
     assert run_cli(["certify", *args, "--out", str(tmp_path / "r")]) == 0
     captured = capsys.readouterr()
@@ -48,7 +52,7 @@ def test_no_colour_when_not_a_terminal(tmp_path, capsys):
 
 def test_colour_on_a_terminal(tmp_path):
     args = write_inputs(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS")}
+    env = {k: v for k, v in os.environ.items() if k not in (*COLOUR_OVERRIDES, "TERM", "COLUMNS")}
     env.update(TERM="xterm-256color", COLUMNS="80", PYTHONPATH=os.pathsep.join(sys.path))
     primary, secondary = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "auditor", "certify", *args, "--out", str(tmp_path / "r")],
