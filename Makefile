@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ test: install
 
 demo: install
 	$(PY) -m auditor.demo --out build/demo
+
+# Floor / ours / naive timings and peak memory on synthetic data (a few minutes on 2 CPU cores);
+# results in benchmarks/results/. Options: $(PY) benchmarks/bench_certify.py --help
+bench: install
+	$(PY) benchmarks/bench_certify.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -214,8 +214,9 @@ def _count_nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` holding NaN or ±inf, as a device scalar.
 
     x − x is 0 for every finite value and NaN otherwise, so a row sums to NaN exactly when it
-    holds a non-finite value: two streaming kernels, several times faster on a CPU than
-    ``isfinite(x).all(dim=1)``. Integer inputs (uint8 images) cannot hold either: no pass at all.
+    holds a non-finite value (a plain row sum could overflow on huge finite values): two
+    streaming kernels, several times faster on a CPU than ``isfinite(x).all(dim=1)``. Integer
+    inputs (uint8 images) cannot hold either: no pass at all.
     """
     if not x.dtype.is_floating_point:
         return torch.zeros((), dtype=torch.int64, device=x.device)

@@ -1,0 +1,360 @@
+"""Benchmark of `audit certify`: the forward-pass floor, our audit, and the naive way, in one run.
+
+    python benchmarks/bench_certify.py                 # defaults below; `make bench` runs this
+    python benchmarks/bench_certify.py --n 50000 --shape 3,32,32 --dtype uint8 --arch conv --device cuda
+
+It writes its own synthetic data (N samples of SHAPE in a memory-mapped .npy, K clusters), a
+random reference model (``mlp`` or ``conv``) and a PCA-GMM teacher, then measures, repeated
+``--repeats`` times and interleaved (floor, ours, naive, rotating the order):
+
+- floor: the encoder and the teacher over the same batches, already in memory as float32
+  tensors on the device, and nothing else: the forward passes no audit can avoid;
+- ours: ``run_audit`` end to end (open and hash inputs, stream the data from disk, certificate
+  state, compute, verdict), excluding process start-up; the model is loaded inside it (for
+  these models that takes milliseconds). Model diagnostics (a fixed-size sample, not part of
+  the certificate) are timed apart and reported beside it;
+- naive: what people write today: a torch DataLoader over the memory-mapped array, means and
+  teacher probabilities collected in lists, concatenated, and §1 (Ĝ, I_T, L, LCB) computed after.
+
+Peak resident memory is measured in fresh processes (one per variant and per N): ours and
+naive at ``--n``, and ours at each ``--memory-n`` (flat-in-N check). Results: medians and
+ratios, printed and saved as ``<out>/<name>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from auditor.audit import AuditRequest, run_audit  # noqa: E402
+from auditor.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from auditor.data import to_unit_float  # noqa: E402
+from auditor.nets import build_model  # noqa: E402
+from auditor.teacher import load_teacher  # noqa: E402
+
+BETA = 2.0
+
+
+# ---------------------------------------------------------------------------- synthetic inputs
+
+def write_data(path: Path, n: int, shape: tuple[int, ...], k: int, dtype: str, seed: int = 0) -> None:
+    """N samples around K random centres, clipped to [0, 1] (uint8: ×255), written in chunks."""
+    if path.exists():
+        return
+    rng = np.random.default_rng(seed)
+    dim = math.prod(shape)
+    centres = rng.uniform(0.2, 0.8, size=(k, dim)).astype(np.float32)
+    tmp = path.with_suffix(".tmp.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(n, *shape))
+    chunk = max(1, (64 << 20) // (4 * dim))
+    for begin in range(0, n, chunk):
+        end = min(n, begin + chunk)
+        labels = rng.integers(0, k, end - begin)
+        x = np.clip(centres[labels] + rng.normal(0, 0.15, size=(end - begin, dim)).astype(np.float32), 0, 1)
+        out[begin:end] = (np.round(x * 255) if dtype == "uint8" else x).reshape(end - begin, *shape)
+    out.flush()
+    del out
+    tmp.rename(path)
+
+
+def architecture(args) -> dict:
+    shape = list(args.shape)
+    if args.arch == "mlp":
+        return {"name": "mlp", "input_shape": shape, "hidden": args.hidden, "latent_dim": args.latent,
+                "activation": "relu", "likelihood": "bernoulli"}
+    return {"name": "conv", "input_shape": shape, "channels": args.channels, "latent_dim": args.latent,
+            "activation": "relu", "likelihood": "bernoulli"}
+
+
+def write_model(path: Path, args) -> None:
+    if args.arch == "conv":
+        import auditor.net_conv  # noqa: F401  (registers "conv")
+    torch.manual_seed(0)
+    arch = architecture(args)
+    save_checkpoint(path, build_model(arch), arch, {"num_classes": args.k, "beta": BETA, "offset": 0}, {"method": "random"})
+
+
+def write_teacher(path: Path, data: Path, k: int, rank: int) -> None:
+    """A PCA(rank) → K-component diagonal GMM on the first rows (random centres, data-scaled)."""
+    rng = np.random.default_rng(1)
+    x = np.load(data, mmap_mode="r")[:2000].reshape(-1, math.prod(np.load(data, mmap_mode="r").shape[1:]))
+    x = x.astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    comps = vt[:rank]
+    y = (x - mean) @ comps.T
+    obj = {"format": "vae-audit-teacher/1", "kind": "pca-gmm",
+           "pca_mean": torch.tensor(mean), "pca_components": torch.tensor(comps.copy()),
+           "log_weights": torch.full((k,), -math.log(k), dtype=torch.float64),
+           "means": torch.tensor(y[rng.choice(len(y), k, replace=False)]),
+           "variances": torch.tensor(np.tile(y.var(axis=0), (k, 1))), "temperature": 4.0}
+    torch.save(obj, path)
+
+
+def prepare(args) -> dict[str, Path]:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    shape = "x".join(map(str, args.shape))
+    paths = {"data": work / f"data_{args.n}_{shape}_{args.dtype}_k{args.k}.npy",
+             "model": work / f"model_{args.arch}_{shape}.safetensors", "teacher": work / f"teacher_{shape}_k{args.k}.pt"}
+    write_data(paths["data"], args.n, tuple(args.shape), args.k, args.dtype)
+    write_model(paths["model"], args)
+    write_teacher(paths["teacher"], paths["data"], args.k, args.teacher_rank)
+    return paths
+
+
+# ---------------------------------------------------------------------------- the three variants
+
+def load_models(paths, device):
+    model = load_checkpoint(paths["model"]).model.to(device).eval()
+    teacher = load_teacher(paths["teacher"]).to(device).eval()
+    return model, teacher
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def run_floor(batches, model, teacher, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for x in batches:
+        model.encode(x)
+        teacher(x)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def run_ours(paths, args, diagnostics: bool) -> tuple[float, object]:
+    import auditor.audit as audit_module
+
+    request = AuditRequest(model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]),
+                           batch_size=args.batch_size, device=args.device, precision=args.precision)
+    saved = getattr(audit_module, "model_diagnostics", None)
+    if saved is not None and not diagnostics:
+        audit_module.model_diagnostics = lambda plan, device: {}
+    try:
+        start = time.perf_counter()
+        result = run_audit(request)
+        sync(torch.device(args.device))
+        return time.perf_counter() - start, result
+    finally:
+        if saved is not None:
+            audit_module.model_diagnostics = saved
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, array):
+        self.array = array
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.array(self.array[i]))
+
+
+@torch.no_grad()
+def run_naive(paths, args, model, teacher, device) -> tuple[float, float]:
+    """DataLoader → lists → concatenate → §1 afterwards. Returns (seconds, margin)."""
+    start = time.perf_counter()
+    loader = torch.utils.data.DataLoader(_Rows(np.load(paths["data"], mmap_mode="r")), batch_size=args.batch_size)
+    mus, probs = [], []
+    for x in loader:
+        x = to_unit_float(x.to(device))
+        mus.append(model.encode(x)[0])
+        probs.append(teacher(x))
+    mu, p = torch.cat(mus).double(), torch.cat(probs).double()
+    spec_S = torch.as_tensor(_witness(args.k, mu.shape[1]), device=device)
+    logq = torch.log_softmax(BETA * mu @ spec_S, dim=1)
+    ce = -(p * logq).sum(1)
+    h = -torch.special.xlogy(p, p).sum(1)
+    p_bar = p.mean(0)
+    h_bar = -torch.special.xlogy(p_bar, p_bar).sum()
+    margin = h_bar - ce.mean()
+    psi = -((p - p_bar) @ torch.where(p_bar > 0, p_bar.log(), 0.0)) - (ce - ce.mean())
+    lcb = margin - 1.6448536269514722 * (psi.var() / len(p)).sqrt()
+    _ = (h_bar - h.mean(), (ce - h).mean(), float(lcb))
+    sync(device)
+    return time.perf_counter() - start, float(margin)
+
+
+def _witness(k, d):
+    from auditor.witness import WitnessSpec, witness_matrix
+
+    return witness_matrix(WitnessSpec(k, d, BETA, 0))
+
+
+# ---------------------------------------------------------------------------- memory (fresh processes)
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_worker(args) -> None:
+    """One variant in this (fresh) process; prints {"baseline_mib", "peak_mib"} as JSON."""
+    torch.set_num_threads(args.threads)
+    paths = prepare(args)
+    device = torch.device(args.device)
+    model, teacher = load_models(paths, device)  # imports and one model in memory: the baseline
+    baseline = _status_kib("VmRSS")
+    if args.worker == "ours":
+        run_ours(paths, args, diagnostics=False)
+    else:
+        run_naive(paths, args, model, teacher, device)
+    print(json.dumps({"baseline_mib": baseline / 1024, "peak_mib": _status_kib("VmHWM") / 1024}))
+
+
+def measure_memory(args, variant: str, n: int) -> dict:
+    argv = [sys.executable, __file__, "--worker", variant, "--n", str(n), "--work", args.work,
+            "--shape", ",".join(map(str, args.shape)), "--dtype", args.dtype, "--k", str(args.k),
+            "--arch", args.arch, "--hidden", ",".join(map(str, args.hidden)), "--channels", ",".join(map(str, args.channels)),
+            "--latent", str(args.latent), "--teacher-rank", str(args.teacher_rank), "--batch-size", str(args.batch_size),
+            "--device", args.device, "--threads", str(args.threads), "--precision", args.precision]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- main
+
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=100_000, help="samples in the timed runs")
+    p.add_argument("--shape", type=ints, default=[784], help="sample shape, e.g. 784 or 3,32,32 (D = product)")
+    p.add_argument("--dtype", choices=["float32", "uint8"], default="float32")
+    p.add_argument("--k", type=int, default=10, help="teacher classes K")
+    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+    p.add_argument("--hidden", type=ints, default=[256, 256], help="mlp hidden sizes")
+    p.add_argument("--channels", type=ints, default=[32, 64, 128], help="conv channels")
+    p.add_argument("--latent", type=int, default=16)
+    p.add_argument("--teacher-rank", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable numbers on a shared CPU)")
+    p.add_argument("--memory-n", type=ints, default=[10_000, 1_000_000], help="N values of the flat-memory check")
+    p.add_argument("--memory-shape", type=ints, default=[64], help="sample shape of the flat-memory check")
+    p.add_argument("--work", default=str(REPO / "build" / "bench"), help="where the synthetic inputs go")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--name", default=None, help="result file name (default: cpu-<N>x<shape> or cuda-…)")
+    p.add_argument("--worker", choices=["ours", "naive"], help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        return memory_worker(args)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    paths = prepare(args)
+    model, teacher = load_models(paths, device)
+
+    data = np.load(paths["data"], mmap_mode="r")
+    batches = [to_unit_float(torch.from_numpy(np.array(data[b:b + args.batch_size])).to(device))
+               for b in range(0, args.n, args.batch_size)]
+    run_floor(batches[:2], model, teacher, device)  # warm-up (and page cache) for every variant
+    run_ours(paths, args, diagnostics=False)
+
+    times: dict[str, list[float]] = {"floor": [], "ours": [], "ours_with_model_diagnostics": [], "naive": []}
+    margins = {}
+    order = ["floor", "ours", "naive"]
+    for rep in range(args.repeats):
+        for variant in order[rep % 3:] + order[: rep % 3]:
+            if variant == "floor":
+                times["floor"].append(run_floor(batches, model, teacher, device))
+            elif variant == "ours":
+                seconds, result = run_ours(paths, args, diagnostics=False)
+                times["ours"].append(seconds)
+                margins["ours"] = result.numbers.margin
+            else:
+                seconds, margins["naive"] = run_naive(paths, args, model, teacher, device)
+                times["naive"].append(seconds)
+        print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if v), flush=True)
+    times["ours_with_model_diagnostics"].append(run_ours(paths, args, diagnostics=True)[0])
+    del batches
+
+    memory = {"ours": measure_memory(args, "ours", args.n), "naive": measure_memory(args, "naive", args.n)}
+    flat_args = argparse.Namespace(**{**vars(args), "shape": args.memory_shape})
+    for n in args.memory_n:  # written here, so that no worker's peak includes writing its data
+        prepare(argparse.Namespace(**{**vars(flat_args), "n": n}))
+    flat = {n: measure_memory(flat_args, "ours", n) for n in args.memory_n}
+
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    shape = "x".join(map(str, args.shape))
+    results = {
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": args.threads, "processor": platform.processor() or platform.machine(),
+                    "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                    "torch": torch.__version__, "load_average": os.getloadavg()},
+        "config": {k: v for k, v in vars(args).items() if k not in ("worker", "out", "work", "name")},
+        "median_seconds": med,
+        "all_seconds": times,
+        "ratios": {"ours_over_floor": med["ours"] / med["floor"], "ours_over_naive_time": med["ours"] / med["naive"],
+                   "ours_over_naive_peak_memory": memory["ours"]["peak_mib"] / memory["naive"]["peak_mib"],
+                   "ours_over_naive_memory_above_baseline":
+                       (memory["ours"]["peak_mib"] - memory["ours"]["baseline_mib"])
+                       / max(1e-9, memory["naive"]["peak_mib"] - memory["naive"]["baseline_mib"])},
+        "peak_memory_mib": memory,
+        "flat_memory": {"shape": args.memory_shape, "by_n": {str(n): v for n, v in flat.items()},
+                        "peak_ratio_largest_over_smallest": flat[max(flat)]["peak_mib"] / flat[min(flat)]["peak_mib"]},
+        "margin_ours_vs_naive": margins,
+    }
+    name = args.name or f"{device.type}-{args.n}x{shape}-{args.dtype}-{args.arch}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results, name)
+    (out / f"{name}.md").write_text(table)
+    print(table)
+
+
+def markdown(r: dict, name: str) -> str:
+    med, rat, mem, flat = r["median_seconds"], r["ratios"], r["peak_memory_mib"], r["flat_memory"]
+    c = r["config"]
+    lines = [f"# {name}", "",
+             f"N = {c['n']}, sample shape {c['shape']} {c['dtype']}, K = {c['k']}, {c['arch']}, batch {c['batch_size']}, "
+             f"device {r['machine']['device']}, torch threads {c['threads']} of {r['machine']['cpu_count']} cores, "
+             f"{c['repeats']} interleaved repeats (medians); load average at the end {r['machine']['load_average'][0]:.1f}.", "",
+             "| variant | median s | ratio to floor | peak RSS MiB (above baseline) |", "| --- | --- | --- | --- |",
+             f"| floor (forward passes only) | {med['floor']:.3f} | 1.00 | – |",
+             f"| ours (`run_audit` end to end) | {med['ours']:.3f} | **{rat['ours_over_floor']:.3f}** | "
+             f"{mem['ours']['peak_mib']:.0f} ({mem['ours']['peak_mib'] - mem['ours']['baseline_mib']:.0f}) |",
+             f"| ours + model diagnostics (1 run) | {med['ours_with_model_diagnostics']:.3f} | "
+             f"{med['ours_with_model_diagnostics'] / med['floor']:.3f} | – |",
+             f"| naive (DataLoader → lists → §1) | {med['naive']:.3f} | {med['naive'] / med['floor']:.3f} | "
+             f"{mem['naive']['peak_mib']:.0f} ({mem['naive']['peak_mib'] - mem['naive']['baseline_mib']:.0f}) |", "",
+             f"ours / naive: time **{rat['ours_over_naive_time']:.3f}**, peak RSS **{rat['ours_over_naive_peak_memory']:.3f}**, "
+             f"peak above baseline **{rat['ours_over_naive_memory_above_baseline']:.3f}**.", "",
+             f"Flat memory (ours, sample shape {flat['shape']}, fresh process per N):", "",
+             "| N | peak RSS MiB | baseline MiB |", "| --- | --- | --- |"]
+    lines += [f"| {n} | {v['peak_mib']:.0f} | {v['baseline_mib']:.0f} |" for n, v in flat["by_n"].items()]
+    lines += ["", f"peak ratio largest N / smallest N: **{flat['peak_ratio_largest_over_smallest']:.3f}**", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
