@@ -175,39 +175,48 @@ def host_batches(
 # ---------------------------------------------------------------------------- device side
 
 def device_batches(
-    host: Iterator[tuple[int, int, dict[str, torch.Tensor]]], device: torch.device
+    host: Iterator[tuple[int, int, dict[str, torch.Tensor]]], device: torch.device, cuda=None
 ) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
     """Host batches moved to ``device`` one batch ahead of use.
 
     On CUDA the copy of batch i+1 is issued (non-blocking, from pinned memory) on a side stream
-    before batch i is handed out, so copies overlap compute; the compute stream waits on the copy
-    stream only when it takes the batch. On CPU the tensors are used as they are.
+    before batch i is handed out, so copies overlap compute; the compute stream waits only for
+    the event recorded after batch i's own copy. On CPU the tensors are used as they are.
+    (``cuda`` is ``torch.cuda``; the tests pass a stand-in.)
     """
     if device.type != "cuda":
         yield from host
         return
-    copy_stream = torch.cuda.Stream(device)
+    cuda = torch.cuda if cuda is None else cuda
+    copy_stream = cuda.Stream(device)
 
     def issue(item):
         begin, end, batch = item
-        with torch.cuda.stream(copy_stream):
-            return begin, end, {role: t.to(device, non_blocking=True) for role, t in batch.items()}
+        with cuda.stream(copy_stream):
+            moved = {role: _copy_to(t, device) for role, t in batch.items()}
+            copied = cuda.Event()
+            copied.record(copy_stream)
+        return begin, end, moved, copied
+
+    def hand_out(item):
+        begin, end, moved, copied = item
+        compute = cuda.current_stream()
+        compute.wait_event(copied)
+        for tensor in moved.values():
+            tensor.record_stream(compute)  # the caching allocator must not reuse it before compute is done
+        return begin, end, moved
 
     pending = None
     for item in host:
         ready, pending = pending, issue(item)
         if ready is not None:
-            yield _on_compute_stream(ready, copy_stream)
+            yield hand_out(ready)
     if pending is not None:
-        yield _on_compute_stream(pending, copy_stream)
+        yield hand_out(pending)
 
 
-def _on_compute_stream(item, copy_stream):
-    compute = torch.cuda.current_stream()
-    compute.wait_stream(copy_stream)
-    for tensor in item[2].values():
-        tensor.record_stream(compute)  # the caching allocator must not reuse it before compute is done
-    return item
+def _copy_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return tensor.to(device, non_blocking=True)
 
 
 def _count_nonfinite_rows(x: torch.Tensor) -> torch.Tensor:

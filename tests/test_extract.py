@@ -1,5 +1,6 @@
 """The device pass: prefetching, stored-dtype transfer, precision, out-of-memory halving, auto batch size."""
 
+import contextlib
 import io
 import threading
 
@@ -353,3 +354,85 @@ def test_background_hashes_equal_plain_hashes_and_errors_are_clear(tmp_path):
         with pytest.raises(AuditInputError, match="cannot be read"):
             resolve_digest(missing)
     assert sha256_file(path) == hashlib.sha256(b"x" * 3_000_001).hexdigest()  # synchronous again outside
+
+
+# ---------------------------------------------------------------------------- the CUDA copy schedule (mocked)
+
+class _FakeCuda:
+    """Stands in for torch.cuda: records the order of copies, event records and waits."""
+
+    def __init__(self):
+        self.log = []
+        fake = self
+
+        class Stream:
+            def __init__(self, device):
+                self.name = "copy"
+
+            def wait_event(self, event):
+                fake.log.append(("wait", event.batch))
+
+        class Event:
+            def record(self, stream):
+                self.batch = fake.copied
+                fake.log.append(("record", self.batch, stream.name))
+
+        self.Stream, self.Event = Stream, Event
+        self.compute = Stream(None)
+        self.compute.name = "compute"
+        self.copied = None
+
+    @contextlib.contextmanager
+    def stream(self, stream):
+        self.log.append(("enter", stream.name))
+        yield
+        self.log.append(("exit", stream.name))
+
+    def current_stream(self):
+        return self.compute
+
+
+class _Moved(torch.Tensor):
+    pass
+
+
+def test_cuda_copies_run_one_batch_ahead_and_compute_waits_for_its_own_copy(monkeypatch):
+    fake = _FakeCuda()
+    recorded = []
+
+    def fake_copy(tensor, device):
+        fake.copied = int(tensor[0, 0])
+        fake.log.append(("copy", fake.copied))
+        moved = tensor.clone().as_subclass(_Moved)
+        moved.record_stream = lambda stream: recorded.append((int(tensor[0, 0]), stream.name))
+        return moved
+
+    monkeypatch.setattr(extract, "_copy_to", fake_copy)
+    host = [(i, i + 1, {"x": torch.full((1, 2), float(i))}) for i in range(3)]
+    order = []
+    for begin, end, batch in extract.device_batches(iter(host), torch.device("cuda"), cuda=fake):
+        order.append(begin)
+        fake.log.append(("compute", begin))
+        assert int(batch["x"][0, 0]) == begin
+    assert order == [0, 1, 2]
+    assert recorded == [(0, "compute"), (1, "compute"), (2, "compute")]
+    events = [e for e in fake.log if e[0] in ("copy", "record", "wait", "compute")]
+    assert events == [
+        ("copy", 0), ("record", 0, "copy"),
+        ("copy", 1), ("record", 1, "copy"), ("wait", 0), ("compute", 0),  # copy 1 issued before compute 0
+        ("copy", 2), ("record", 2, "copy"), ("wait", 1), ("compute", 1),
+        ("wait", 2), ("compute", 2),
+    ]
+    assert all(e[1] == "copy" for e in fake.log if e[0] == "enter")  # copies only on the side stream
+
+
+def test_pinned_host_batches_for_cuda(monkeypatch):
+    pinned = []
+
+    def fake_pin(self):
+        pinned.append(self.shape)
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    batches = list(host_batches({"x": InMemoryArray(fx.inputs(10))}, [(0, 5), (5, 10)], pin=True))
+    assert pinned == [torch.Size([5, fx.D]), torch.Size([5, fx.D])] and len(batches) == 2
