@@ -39,7 +39,7 @@ from .extract import encode_means, row_ranges
 from .fileio import atomic_write_text, sha256_file
 from .nets import build_model
 from .teacher import load_teacher
-from .train_methods import Step, get_method, get_protocol, prior_kl_per_dim, reconstruction_nll
+from .train_methods import Step, alignment_loss, get_method, get_protocol, prior_kl_per_dim, reconstruction_nll
 from .witness import WitnessSpec, analytic_code, witness_matrix
 
 DEFAULT_LATENT_DIM = 16
@@ -297,8 +297,7 @@ def train_model(
                         z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
                         recon = reconstruction_nll(model, xb, z).mean()
                         kl_dim = prior_kl_per_dim(mu, logvar)
-                        logq = torch.log_softmax(spec.beta * (mu @ S), dim=1)
-                        align = (torch.special.xlogy(p32[idx], p32[idx]) - p32[idx] * logq).sum(dim=1).mean()
+                        align = alignment_loss(mu, p32[idx], S, spec.beta)
                         weights = (method.kl_weight(cfg, t), method.align_weight(cfg, t))
                         loss = recon + weights[0] * method.kl_penalty(kl_dim, cfg) + weights[1] * align
                         extra = method.extra_loss(Step(model, xb, mu, logvar, z, p32[idx], cfg, t))

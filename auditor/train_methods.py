@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from .certificate import CertificateNumbers, decide
 from .errors import AuditInputError
+from .witness import witness_logits
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -51,6 +52,13 @@ def reconstruction_nll(model: torch.nn.Module, x: torch.Tensor, z: torch.Tensor)
     if likelihood == "gaussian":
         return (0.5 * (out - target) ** 2 + HALF_LOG_2PI).sum(dim=1)
     raise AuditInputError(f"the trainer does not know the likelihood {likelihood!r} (known: bernoulli, gaussian)")
+
+
+def alignment_loss(mu: torch.Tensor, p: torch.Tensor, S: torch.Tensor, beta: float) -> torch.Tensor:
+    """Batch mean of the raw witness loss KL(p_i ‖ softmax(β Sᵀμ_i)), in S's dtype (differentiable in μ)."""
+    logq = torch.log_softmax(witness_logits(mu, S, beta), dim=1)
+    p = p.to(S.dtype)
+    return (torch.special.xlogy(p, p) - p * logq).sum(dim=1).mean()
 
 
 def prior_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

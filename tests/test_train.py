@@ -20,10 +20,11 @@ from auditor.fileio import sha256_file
 from auditor.nets import build_model
 from auditor.teacher_fit import fit_pca_gmm, save_teacher
 from auditor.train import TrainConfig, prefit_targets
-from auditor.train_methods import METHODS, get_method, prior_kl_per_dim, reconstruction_nll
+from auditor.train_methods import METHODS, alignment_loss, get_method, prior_kl_per_dim, reconstruction_nll
 from auditor.witness import WitnessSpec, witness_matrix
 
 from . import reference as ref
+from .data_fixtures import write_cifar10_binary
 from .cli_run import run
 
 
@@ -142,6 +143,17 @@ def test_collapse_then_rescue_protocols_stop_on_their_conditions(aligned, teache
     assert rows[-1]["certified"] == "True" and all(r["certified"] == "False" for r in rows[:-1])
 
 
+def test_init_without_protocol_resumes_the_same_architecture_and_witness(aligned, teacher, tmp_path, capsys):
+    out = tmp_path / "resumed.safetensors"
+    code, _, err = run(train_args(teacher, out, "--method", "aligned", "--init", aligned, "--epochs", "1"), capsys)
+    assert code == 0, err
+    before, after = load_checkpoint(aligned), load_checkpoint(out)
+    assert after.architecture == before.architecture and after.witness == before.witness
+    assert after.training["init"] == {"path": str(aligned), "sha256": sha256_file(aligned)}
+    rows = read_csv(out.with_suffix(".csv"))
+    assert float(rows[0]["margin"]) == pytest.approx(float(read_csv(aligned.with_suffix(".csv"))[-1]["margin"]), rel=1e-9)
+
+
 # ------------------------------------------------------------------ loss terms by hand
 def test_reconstruction_and_prior_kl_match_plain_formulas():
     arch = {"name": "mlp", "input_shape": [6], "hidden": [5], "latent_dim": 3, "likelihood": "bernoulli"}
@@ -158,6 +170,21 @@ def test_reconstruction_and_prior_kl_match_plain_formulas():
     mu, lv = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
     kl = 0.5 * (mu.numpy() ** 2 + np.exp(lv.numpy()) - lv.numpy() - 1).mean(0)
     assert prior_kl_per_dim(mu, lv).numpy() == pytest.approx(kl, rel=1e-5)
+
+
+def test_alignment_loss_is_the_raw_witness_kl_and_its_gradient_the_escape_direction():
+    rng = np.random.default_rng(0)
+    K, d, beta = 4, 5, 1.5
+    mu = rng.normal(size=(6, d))
+    p = ref.softmax(rng.normal(size=(6, K)) * 2)
+    S = torch.as_tensor(ref.witness_S(K, d))
+    mu_t = torch.tensor(mu, requires_grad=True)
+    loss = alignment_loss(mu_t, torch.as_tensor(p), S, beta)
+    q = ref.softmax(beta * mu @ ref.witness_S(K, d))
+    assert float(loss.detach()) == pytest.approx(float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))), rel=1e-12)
+    loss.backward()
+    # DESIGN §1: ∂KL(p_i‖q_i)/∂μ_i = β S (q_i − p_i) (here divided by the batch size of the mean).
+    assert mu_t.grad.numpy() == pytest.approx(beta * (q - p) @ ref.witness_S(K, d).T / 6, rel=1e-9, abs=1e-12)
 
 
 def test_schedules_and_free_bits_follow_their_definitions():
@@ -224,20 +251,25 @@ def test_conv_rejects_sizes_the_strides_cannot_halve(tmp_path, capsys):
         build_model({**CONV, "input_shape": [64]})
 
 
-def test_train_conv_on_image_files(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (40, 3, 16, 16), dtype=np.uint8)
-    np.savez(tmp_path / "img.npz", x=x)
+def test_train_conv_on_a_cifar10_binary_folder_and_certify(tmp_path, capsys):
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar10_binary(folder, np.random.default_rng(0), train_counts=(4, 4, 4, 4, 4), test_count=6)
+    train = open_dataset(str(folder), "train")
+    assert train.sample_shape == (3, 32, 32) and train.dtype == np.uint8
     teacher = tmp_path / "t.pt"
-    save_teacher(fit_pca_gmm(x.reshape(40, -1) / 255.0, rank=4, num_classes=3, temperature=1.0, seed=0), teacher)
+    save_teacher(fit_pca_gmm(train.read(0, train.num_samples).reshape(20, -1) / 255.0, rank=4, num_classes=3, seed=0), teacher)
     out = tmp_path / "conv.safetensors"
-    code, _, err = run(["train", "--method", "aligned", "--data", tmp_path / "img.npz", "--split", "all", "--teacher", teacher,
-                        "--out", out, "--arch", "conv", "--channels", "4,8", "--latent-dim", "4", "--epochs", "1", "--quiet"], capsys)
+    code, _, err = run(["train", "--method", "aligned", "--data", folder, "--teacher", teacher, "--out", out,
+                        "--arch", "conv", "--channels", "4,8", "--latent-dim", "4", "--epochs", "1", "--quiet"], capsys)
     assert code == 0, err
-    assert load_checkpoint(out).architecture["name"] == "conv"
-    code, _, err = run(["certify", "--model", out, "--teacher", teacher, "--data", tmp_path / "img.npz",
+    ckpt = load_checkpoint(out)
+    assert ckpt.architecture == {"name": "conv", "input_shape": [3, 32, 32], "channels": [4, 8], "latent_dim": 4,
+                                 "activation": "relu", "likelihood": "bernoulli"}
+    assert ckpt.training["data"]["num_samples"] == 20
+    code, _, err = run(["certify", "--model", out, "--teacher", teacher, "--data", folder, "--split", "test",
                         "--out", tmp_path / "rep", "--quiet"], capsys)
     assert code in (0, 1), err
+    assert json.loads((tmp_path / "rep" / "certificate.json").read_text())["num_samples"] == 6
 
 
 # ------------------------------------------------------------------ bad input
