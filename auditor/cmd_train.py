@@ -26,8 +26,8 @@ def parse_int_list(value: Optional[str], flag: str) -> tuple[int, ...] | None:
     return items
 
 
-def _fmt(value) -> str:
-    return "—" if value is None or value != value else f"{value:.3f}"
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
 @contextlib.contextmanager
@@ -40,15 +40,15 @@ def epoch_progress(total: int, quiet: bool, label: str = "training") -> Iterator
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[stats]}"), console=console,
                         disable=quiet or not console.is_terminal, transient=False)
     with progress:
         task = progress.add_task(label, total=total, stats="")
 
         def on_epoch(row: dict) -> None:
-            stats = (f"loss {_fmt(row['loss'])}  recon {_fmt(row['recon'])}  KL {_fmt(row['kl'])}  "
-                     f"margin {_fmt(row['margin'])}  LCB {_fmt(row['margin_lcb'])}")
+            stats = (f"loss {_fmt(row['loss'], 2)} recon {_fmt(row['recon'], 2)} KL {_fmt(row['kl'], 2)} "
+                     f"margin {_fmt(row['margin'])}")
             progress.update(task, completed=row["epoch"], stats=stats)
 
         yield on_epoch
