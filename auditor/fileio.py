@@ -99,6 +99,15 @@ def hashing_in_background():
         hasher.close()
 
 
+def _new_file_mode() -> int:
+    umask = os.umask(0)  # reading the umask means setting it; done once, at import
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename it into place.
 
@@ -108,6 +117,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp makes 0600 files; reports and checkpoints are for sharing
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -328,3 +328,11 @@ def test_interrupt_leaves_no_report(files, capsys, monkeypatch):
     code, _, err = run(certify_args(files), capsys)
     assert code == 130 and err.strip() == "error: interrupted"
     assert not files["out"].exists()
+
+
+def test_reports_are_readable_by_others_like_any_new_file(files, capsys):
+    run(certify_args(files), capsys)
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (files["out"] / "certificate.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask
