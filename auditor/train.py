@@ -90,6 +90,8 @@ class TrainConfig:
 
     def architecture(self, input_shape: tuple[int, ...]) -> dict:
         """The ``vae_audit.architecture`` JSON of a fresh model for samples of ``input_shape``."""
+        if self.arch not in ("mlp", "conv"):
+            raise AuditInputError(f"unknown --arch {self.arch!r} (the trainer builds: mlp, conv)")
         common = {"input_shape": list(input_shape), "latent_dim": self.latent_dim,
                   "activation": self.activation, "likelihood": self.likelihood}
         if self.arch == "conv":
@@ -130,8 +132,6 @@ def _check_positive(cfg: TrainConfig) -> None:
             raise AuditInputError(f"{flag} must be a finite number >= 0, got {value}")
     if cfg.prefit_epochs < 0:
         raise AuditInputError(f"--prefit-epochs must be >= 0, got {cfg.prefit_epochs}")
-    if cfg.arch not in (None, "mlp", "conv"):
-        raise AuditInputError(f"unknown --arch {cfg.arch!r} (the trainer builds: mlp, conv)")
 
 
 def resolve_config(cfg: TrainConfig, init: Checkpoint | None) -> TrainConfig:

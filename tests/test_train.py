@@ -305,6 +305,7 @@ def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(aligned, teacher,
         "out suffix": (["--method", "aligned", "--out", tmp_path / "x.pt"], ".safetensors"),
         "missing init": (["--method", "aligned", "--init", tmp_path / "nope.safetensors"], "no such model file"),
         "bad likelihood": (["--method", "aligned", "--likelihood", "poisson"], "--likelihood"),
+        "unknown arch": (["--method", "aligned", "--arch", "transformer"], "unknown --arch 'transformer'"),
     }
     for name, (extra, message) in cases.items():
         args = ["train", "--data", "digits", "--teacher", teacher, "--out", out, "--quiet", "--epochs", "1"]
