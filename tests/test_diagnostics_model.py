@@ -174,7 +174,7 @@ def test_audit_reports_every_model_diagnostic_for_a_checkpoint(tmp_path, capsys)
         mu = model.encode(torch.tensor(x))[0]
         expected = ((torch.tensor(x, dtype=torch.float64) - model.decode(mu).double()) ** 2).sum(1).mean()
     assert diag["self_consistency"]["data"] == pytest.approx(float(expected), rel=1e-5)
-    assert diag["ima_contrast"]["mean"] >= 0
+    assert diag["ima_contrast"]["mean"] >= 0 and diag["ima_contrast"]["num_samples"] == 60
     markdown = (tmp_path / "r" / "certificate.md").read_text()
     assert f"| IMA contrast of the decoder | {diag['ima_contrast']['mean']:.4f} |" in markdown
     assert f"| mutual information I_q(x; z) (nats) | {diag['mutual_information']['value']:.4f} |" in markdown
