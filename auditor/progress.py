@@ -11,8 +11,9 @@ SHOW_AFTER_S = 1.0  # audits shorter than this never draw a bar
 class BatchProgress:
     """Callable per batch with its row count (the ``progress`` of :func:`auditor.audit.run_audit`).
 
-    The bar (rich, transient, on stderr's console of choice) is drawn once the audit has run
-    for ``show_after`` seconds, so short audits print nothing; a disabled one only counts.
+    The bar (rich, transient, on stderr unless another console is given, so that stdout keeps
+    only what the command prints there, e.g. ``--json``) is drawn once the audit has run for
+    ``show_after`` seconds, so short audits print nothing; a disabled one only counts.
     """
 
     def __init__(self, enabled: bool = True, show_after: float = SHOW_AFTER_S, console=None):
@@ -39,10 +40,12 @@ class BatchProgress:
         self._bar.update(self._task, completed=self.done)
 
     def _open(self) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        console = self.console if self.console is not None else Console(stderr=True)
         self._bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             console=self.console, transient=True, refresh_per_second=4)
+                             console=console, transient=True, refresh_per_second=4)
         self._bar.start()
         self._task = self._bar.add_task("audit", total=self.total)
 
@@ -58,7 +61,7 @@ class BatchProgress:
         self.close()
 
 
-def progress_wanted(quiet: bool, stream=None) -> bool:
-    """A bar only for an interactive terminal, never with --quiet."""
-    stream = sys.stdout if stream is None else stream
-    return not quiet and bool(getattr(stream, "isatty", lambda: False)())
+def progress_wanted(quiet: bool, *streams) -> bool:
+    """A bar only when output goes to an interactive terminal (stdout and stderr), never with --quiet."""
+    streams = streams or (sys.stdout, sys.stderr)
+    return not quiet and all(getattr(stream, "isatty", lambda: False)() for stream in streams)

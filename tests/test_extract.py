@@ -298,9 +298,10 @@ def test_progress_only_for_an_interactive_terminal():
         def isatty(self):
             return True
 
-    assert progress_wanted(quiet=False, stream=Tty())
-    assert not progress_wanted(quiet=True, stream=Tty())
-    assert not progress_wanted(quiet=False, stream=io.StringIO())
+    assert progress_wanted(False, Tty(), Tty())
+    assert not progress_wanted(True, Tty(), Tty())
+    assert not progress_wanted(False, io.StringIO(), Tty())  # stdout piped (e.g. --json | jq)
+    assert not progress_wanted(False, Tty(), io.StringIO())
 
 
 def test_run_audit_reports_progress_per_batch(tmp_path):
