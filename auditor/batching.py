@@ -60,9 +60,12 @@ def largest_fitting_batch(try_batch: Callable[[int], None], first: int, cap: int
     while True:
         try:
             try_batch(size)
+            fitted = True
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
+            fitted = False
+        if not fitted:  # handled here, once the exception's frames (and tensors) are gone
             _release_cached_memory()
             if best:
                 return best
@@ -86,16 +89,15 @@ def auto_batch_size(plan, state_factory: Callable[[], object], device: torch.dev
     """``--batch-size auto`` for ``plan`` on ``device`` (see the module docstring)."""
     if device.type != "cuda":
         return cpu_batch_size(sample_shape or (1,))
-    from .extract import _read_host_batch, update_from_batch
+    from . import extract
 
     cap = max(1, min(CUDA_MAX_BATCH, plan.num_samples))
 
     @torch.no_grad()
     def try_batch(size: int) -> None:
-        host = _read_host_batch(plan.sources, 0, size, pin=False)
-        batch = {role: t.to(device) for role, t in host.items()}
-        update_from_batch(plan, state_factory(), batch, precision)
+        host = extract._read_host_batch(plan.sources, 0, size, pin=False)
+        batch = {role: extract._copy_to(t, device) for role, t in host.items()}
+        extract.update_from_batch(plan, state_factory(), batch, precision)
         torch.cuda.synchronize(device)  # surface an asynchronous failure here, not in the pass
-        del batch, host
 
     return largest_fitting_batch(try_batch, CUDA_FIRST_PROBE, cap)

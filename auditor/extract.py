@@ -382,10 +382,12 @@ def stream_pass(
                 except Exception as exc:
                     if not is_out_of_memory(exc):
                         raise
+                    outputs = None
+                if outputs is None:  # handled here, once the exception's frames (and tensors) are gone
                     if snapshot is not None:
                         state.load_state_dict(snapshot)
                     if size == 1:
-                        raise AuditInputError("out of device memory even at batch size 1") from None
+                        raise AuditInputError("out of device memory even at batch size 1")
                     compute_size = max(1, size // 2)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()

@@ -437,3 +437,17 @@ def test_pinned_host_batches_for_cuda(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
     batches = list(host_batches({"x": InMemoryArray(fx.inputs(10))}, [(0, 5), (5, 10)], pin=True))
     assert pinned == [torch.Size([5, fx.D]), torch.Size([5, fx.D])] and len(batches) == 2
+
+
+def test_auto_batch_size_on_cuda_probes_the_real_work_until_out_of_memory(monkeypatch):
+    # The CUDA probe, run on the CPU: copies are identities, synchronize is a no-op, and the
+    # encoder runs out of memory above 700 rows.
+    monkeypatch.setattr(extract, "_copy_to", lambda tensor, device: tensor)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    small = _SmallMemoryEncoder(fx.encoder(), limit=700)
+    plan = fx.plan(fx.inputs(3000), enc=small)
+    size = batching.auto_batch_size(plan, fx.fresh_state, torch.device("cuda"), (fx.D,))
+    assert size == 512
+    assert small.refused == [1024]
+    capped = batching.auto_batch_size(fx.plan(fx.inputs(300)), fx.fresh_state, torch.device("cuda"), (fx.D,))
+    assert capped == 300  # never more than N
