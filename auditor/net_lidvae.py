@@ -63,8 +63,11 @@ class ICNN(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """∇ψ(y), row by row; differentiable (create_graph) whenever gradients are being recorded."""
-        record = torch.is_grad_enabled()
-        with torch.enable_grad():
+        record = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        # ∇ψ needs autograd even under no_grad or inference_mode; an inference tensor is cloned
+        # outside inference mode first, since autograd cannot save it.
+        with torch.inference_mode(False), torch.enable_grad():
+            y = y.clone() if y.is_inference() else y
             leaf = y if y.requires_grad else y.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.potential(leaf).sum(), leaf, create_graph=record)
         return grad if record else grad.detach()

@@ -53,6 +53,8 @@ def test_gradient_map_is_the_gradient_of_the_potential():
     assert torch.allclose(icnn(y), numeric, atol=1e-6)
     with torch.no_grad():  # the audit's encode() runs without gradients; the map must still work
         assert torch.allclose(icnn(y), numeric, atol=1e-6)
+    with torch.inference_mode():
+        assert torch.allclose(icnn(y.clone()), numeric, atol=1e-6)
 
 
 def test_linear_map_has_bounded_singular_values_and_orthonormal_factors():
