@@ -13,10 +13,10 @@ How the pass stays as fast as the forward passes themselves:
   slices) while the current one computes; on CUDA it also pins them, so that the copy to the
   device is asynchronous (``non_blocking``) and issued on a side stream one batch ahead;
 - batches cross to the device as stored (uint8 stays uint8) and are scaled there;
-- optionally (``pipeline=True``) the certificate state's update runs on a second thread,
-  overlapping the next batch's forward passes (in order, so the state is the one an in-line
-  loop gives). Off by default: on a CPU shared with other work the extra thread measured
-  slower than in-line updates (benchmarks/README.md);
+- on a CPU with a core that torch's threads leave free, the certificate state's update runs on
+  a second thread, overlapping the next batch's forward passes (in order, so the state is the
+  one an in-line loop gives); with every core in torch's use it stays in-line, where it measured
+  faster (a busy core gains nothing from another thread);
 - nothing in the loop waits on the device: non-finite inputs are counted on the device and the
   certificate state defers its own checks to ``compute()``, so an audit synchronises with the
   host once, at the end;
@@ -29,6 +29,7 @@ How the pass stays as fast as the forward passes themselves:
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -296,9 +297,9 @@ class _UpdateWorker:
     """Applies ``state.update`` on a second thread, in submission order (so the state is the
     same as in-line), while the caller runs the next batch's forward passes.
 
-    Meant for a CPU with a core to spare, where the update's small float64 operations would
-    otherwise add to the forward passes' time (torch releases the GIL inside them). On CUDA the
-    kernels are asynchronous already.
+    For a CPU with a core to spare, where the update's float64 operations would otherwise add
+    to the forward passes' time (torch releases the GIL inside them). On CUDA the kernels are
+    asynchronous already and the update stays in-line.
     """
 
     def __init__(self, state: CertificateState):
@@ -337,6 +338,11 @@ class _UpdateWorker:
             raise self.error
 
 
+def spare_core() -> bool:
+    """Whether this process may use more cores than torch's intra-op threads take."""
+    return torch.get_num_threads() < len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else False
+
+
 def _slice(batch: dict[str, torch.Tensor], begin: int, end: int) -> dict[str, torch.Tensor]:
     return {role: t[begin:end] for role, t in batch.items()}
 
@@ -352,7 +358,7 @@ def stream_pass(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "fp32",
     prefetch: bool = True,
-    pipeline: bool = False,
+    pipeline: bool | None = None,
 ) -> PassOutcome:
     """Feed rows [start, stop) into ``state``; input checks are left to the caller (see run_pass).
 
@@ -360,12 +366,15 @@ def stream_pass(
     compute size, which halves on every out-of-memory error (the failed sub-batch is retried,
     after rolling the state back when the update was part of it), so later batches run at the
     size that fitted. ``pipeline`` applies the state updates on a worker thread, overlapping
-    them with the next forward passes (an out-of-memory error in the update is then not retried).
+    them with the next forward passes (an out-of-memory error in the update is then not
+    retried); None chooses it on a CPU with a core to spare (:func:`spare_core`).
     """
     precision_dtype(precision)
     stop = plan.num_samples if stop is None else stop
     ranges = list(row_ranges(start, stop, batch_size))
     pin = device.type == "cuda" and torch.cuda.is_available()
+    if pipeline is None:
+        pipeline = device.type == "cpu" and spare_core()
     worker = _UpdateWorker(state) if pipeline else None
     nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
     compute_size = batch_size
@@ -423,7 +432,7 @@ def run_pass(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "fp32",
     prefetch: bool = True,
-    pipeline: bool = False,
+    pipeline: bool | None = None,
 ) -> int:
     """Feed rows [start, stop) of the plan's sources into ``state``, batch by batch.
 

@@ -451,3 +451,20 @@ def test_auto_batch_size_on_cuda_probes_the_real_work_until_out_of_memory(monkey
     assert small.refused == [1024]
     capped = batching.auto_batch_size(fx.plan(fx.inputs(300)), fx.fresh_state, torch.device("cuda"), (fx.D,))
     assert capped == 300  # never more than N
+
+
+def test_update_worker_only_with_a_spare_core(monkeypatch):
+    started = []
+    original = extract._UpdateWorker.__init__
+
+    def spy(self, state):
+        started.append(True)
+        original(self, state)
+
+    monkeypatch.setattr(extract._UpdateWorker, "__init__", spy)
+    monkeypatch.setattr(extract, "spare_core", lambda: False)
+    run(fx.plan(fx.inputs(20)), 8)
+    assert started == []
+    monkeypatch.setattr(extract, "spare_core", lambda: True)
+    run(fx.plan(fx.inputs(20)), 8)
+    assert started == [True]
