@@ -65,7 +65,7 @@ def train(
     batch_size: int = typer.Option(128, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
     kl_weight: Optional[float] = typer.Option(None, "--kl-weight", help="Weight on the KL term (default 1; --protocol collapse: 8)."),
-    align_weight: float = typer.Option(10.0, "--align-weight", help="α on the raw witness alignment loss (aligned, prefit, rescue)."),
+    align_weight: Optional[float] = typer.Option(None, "--align-weight", help="α on the raw witness alignment loss of the aligned methods (default 10); an error with a method that does not align."),
     beta: Optional[float] = typer.Option(None, "--beta", help="Witness scale β (default 2; --init: the checkpoint's)."),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="d (default 16)."),
     hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp hidden sizes, e.g. 128 or 256,256 (default 128)."),

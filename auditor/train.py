@@ -39,13 +39,14 @@ from .extract import encode_means, row_ranges
 from .fileio import atomic_write_text, sha256_file
 from .nets import build_model
 from .teacher import load_teacher
-from .train_methods import Step, alignment_loss, get_method, get_protocol, prior_kl_per_dim, reconstruction_nll
+from .train_methods import METHODS, Step, alignment_loss, get_method, get_protocol, prior_kl_per_dim, reconstruction_nll
 from .witness import WitnessSpec, analytic_code, witness_matrix
 
 DEFAULT_LATENT_DIM = 16
 DEFAULT_HIDDEN = (128,)
 DEFAULT_CHANNELS = (32, 64, 128)
 DEFAULT_BETA = 2.0
+DEFAULT_ALIGN_WEIGHT = 10.0
 # The analytic code needs full-support p; GMM posteriors underflow to 0. The prefit *target* uses
 # p floored at this value (and renormalised), which bounds its energy; the certificate never does.
 PREFIT_PROB_FLOOR = 1e-4
@@ -71,7 +72,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     kl_weight: float | None = None  # None: 1, or the protocol's default (collapse: 8)
-    align_weight: float = 10.0
+    align_weight: float | None = None  # None: DEFAULT_ALIGN_WEIGHT for methods that align
     beta: float | None = None
     latent_dim: int | None = None
     hidden: tuple[int, ...] | None = None
@@ -147,8 +148,13 @@ def resolve_config(cfg: TrainConfig, init: Checkpoint | None) -> TrainConfig:
     if protocol is not None and method.uses_alignment != protocol.alignment:
         need = "uses" if protocol.alignment else "does not use"
         raise AuditInputError(f"--protocol {protocol.name} needs a method that {need} the witness alignment, not {method_name!r}")
+    if cfg.align_weight is not None and cfg.align_weight > 0 and not method.uses_alignment:
+        aligned = ", ".join(name for name, m in METHODS.items() if m.uses_alignment)
+        raise AuditInputError(f"--method {method_name} does not use the witness alignment, so --align-weight would be "
+                              f"ignored; choose an aligned method ({aligned})")
     kl_weight = cfg.kl_weight if cfg.kl_weight is not None else (protocol.default_kl_weight if protocol else 1.0)
-    resolved = replace(cfg, method=method_name, kl_weight=kl_weight)
+    align_weight = cfg.align_weight if cfg.align_weight is not None else DEFAULT_ALIGN_WEIGHT
+    resolved = replace(cfg, method=method_name, kl_weight=kl_weight, align_weight=align_weight)
     if init is not None:
         resolved = _settings_from_checkpoint(resolved, init)
     else:

@@ -306,6 +306,7 @@ def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(aligned, teacher,
         "missing init": (["--method", "aligned", "--init", tmp_path / "nope.safetensors"], "no such model file"),
         "bad likelihood": (["--method", "aligned", "--likelihood", "poisson"], "--likelihood"),
         "unknown arch": (["--method", "aligned", "--arch", "transformer"], "unknown --arch 'transformer'"),
+        "align weight ignored": (["--method", "lidvae", "--align-weight", "5"], "choose an aligned method (aligned,"),
     }
     for name, (extra, message) in cases.items():
         args = ["train", "--data", "digits", "--teacher", teacher, "--out", out, "--quiet", "--epochs", "1"]
