@@ -26,7 +26,7 @@ from .batching import auto_batch_size, parse_batch_size
 from .distributed import Ranks, combine_across_ranks, device_for_rank, process_group, ranks_from_env, shard_range
 from .extract import PassPlan, encode_means, precision_dtype, raise_for_nonfinite_inputs, stream_pass
 from .fileio import hashing_in_background, resolve_digest, sha256_file
-from .tensorfile import open_array, safetensors_metadata
+from .tensorfile import FirstRows, open_array, safetensors_metadata
 from .teacher import load_teacher, open_probabilities
 from .witness import WitnessSpec
 
@@ -126,12 +126,10 @@ def _check_choice(req: AuditRequest) -> None:
 
 
 def _limited(reader, limit: int | None):
-    """Rows [0, limit) of a file-backed source, for --limit without --data."""
+    """The first ``limit`` rows of a file-backed source (--limit applies to every input alike)."""
     if limit is None or reader.shape[0] <= limit:
         return reader
-    from .tensorfile import InMemoryArray
-
-    return InMemoryArray(reader.read(0, limit))
+    return FirstRows(reader, limit)
 
 
 def _witness_from_flags(req: AuditRequest, fixed: dict | None, fixed_where: str, latent_dim: int, teacher_k: int) -> tuple[WitnessSpec, str]:
@@ -188,12 +186,12 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
         if len(mu.shape) != 2:
             raise AuditInputError(f"{req.latents}: 'mu' must be an N×d array, found shape {mu.shape}")
         inputs.append(_file_record("latents", req.latents))
-        sources["mu"] = _limited(mu, None if dataset else req.limit)
+        sources["mu"] = _limited(mu, req.limit)
         logvar = open_array(req.latents, "logvar", required=False)
         if logvar is not None:
             if tuple(logvar.shape) != tuple(mu.shape):
                 raise AuditInputError(f"{req.latents}: 'logvar' has shape {logvar.shape}, 'mu' has {mu.shape}")
-            sources["logvar"] = _limited(logvar, None if dataset else req.limit)
+            sources["logvar"] = _limited(logvar, req.limit)
         latent_dim = int(mu.shape[1])
         context["model"] = {"source": "latents", "path": str(req.latents)}
     else:
@@ -233,7 +231,7 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     if req.teacher_probs:
         probs = open_probabilities(req.teacher_probs, "probs")
         inputs.append(_file_record("teacher-probs", req.teacher_probs))
-        sources["probs"] = _limited(probs, None if dataset else req.limit)
+        sources["probs"] = _limited(probs, req.limit)
         teacher_k = int(probs.shape[1])
         context["teacher"] = {"kind": "probabilities", "path": str(req.teacher_probs)}
     else:
@@ -263,7 +261,7 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
         if int(view.shape[1]) != teacher_k:
             raise AuditInputError(f"{req.view_probs}: has K={view.shape[1]} columns, the teacher gives K={teacher_k}")
         inputs.append(_file_record("view-probs", req.view_probs))
-        sources["view_probs"] = _limited(view, None if dataset else req.limit)
+        sources["view_probs"] = _limited(view, req.limit)
         with_view = True
     else:
         view_reason = "no second view was given (--teacher-data or --view-probs): the teacher saw the encoder's own inputs"

@@ -311,8 +311,10 @@ def test_limit_applies_to_every_input(tmp_path, capsys):
     mu, p = rng.normal(size=(80, 3)), ref.softmax(rng.normal(size=(80, 3)))
     np.save(tmp_path / "mu.npy", mu)
     np.savez(tmp_path / "p.npz", probs=p)
-    run(["certify", "--latents", tmp_path / "mu.npy", "--teacher-probs", tmp_path / "p.npz", "--beta", 1,
-         "--limit", 30, "--out", tmp_path / "r", "--quiet"], capsys)
+    np.save(tmp_path / "x.npy", np.zeros((80, 2), np.float32))
+    code, _, err = run(["certify", "--latents", tmp_path / "mu.npy", "--teacher-probs", tmp_path / "p.npz", "--beta", 1,
+                        "--data", tmp_path / "x.npy", "--limit", 30, "--out", tmp_path / "r", "--quiet"], capsys)
+    assert code in (0, 1), err
     cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
     assert cert["num_samples"] == 30
     assert cert["margin"] == pytest.approx(ref.certificate(mu[:30], p[:30], 3, 1.0)["margin"], rel=1e-12)
