@@ -23,19 +23,14 @@ import torch
 from torch import nn
 
 from .errors import AuditInputError
-from .nets import ACTIVATIONS, ARCHITECTURES, LIKELIHOODS, _choice, _field
+from .nets import ACTIVATIONS, ARCHITECTURES, LIKELIHOODS, ReferenceVAE, _choice, _field
 
 KERNEL, STRIDE, PADDING = 4, 2, 1
 
 
-class ConvVAE(nn.Module):
+class ConvVAE(ReferenceVAE):
     def __init__(self, input_shape, channels, latent_dim, activation="relu", likelihood="bernoulli"):
-        super().__init__()
-        self.input_shape = tuple(input_shape)
-        self.latent_dim = latent_dim
-        self.likelihood = likelihood
-        self.activation_name = activation
-        self._act = ACTIVATIONS[activation]
+        super().__init__(input_shape, latent_dim, activation, likelihood)
         C, H, W = self.input_shape
         n = len(channels)
         self._grid = (channels[-1], H >> n, W >> n)

@@ -58,16 +58,23 @@ def _run_stack(layers: nn.ModuleList, h: torch.Tensor, activation) -> torch.Tens
     return h
 
 
-class MLPVAE(nn.Module):
-    """The reference ``mlp`` VAE: flattened input, Linear layers, last encoder layer gives [μ, log σ²]."""
+class ReferenceVAE(nn.Module):
+    """What every reference architecture carries: the trainer and the diagnostics read these."""
 
-    def __init__(self, input_shape, hidden, latent_dim, activation="relu", likelihood="bernoulli"):
+    def __init__(self, input_shape, latent_dim, activation="relu", likelihood="bernoulli"):
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.activation_name = activation
         self._act = ACTIVATIONS[activation]
+
+
+class MLPVAE(ReferenceVAE):
+    """The reference ``mlp`` VAE: flattened input, Linear layers, last encoder layer gives [μ, log σ²]."""
+
+    def __init__(self, input_shape, hidden, latent_dim, activation="relu", likelihood="bernoulli"):
+        super().__init__(input_shape, latent_dim, activation, likelihood)
         D = math.prod(self.input_shape)
         self.encoder = _linear_stack([D, *hidden, 2 * latent_dim])
         self.decoder = _linear_stack([latent_dim, *reversed(hidden), D])
