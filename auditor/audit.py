@@ -54,6 +54,7 @@ class AuditRequest:
     batch_size: int | str = 512  # or "auto"
     device: str = "auto"
     precision: str = "fp32"  # encoder/teacher forward: fp32, bf16 or fp16 (certificate arithmetic stays float64)
+    model_diagnostics: bool = True  # diagnostics.model: a fixed-size extra pass, beside the certificate
     command: list[str] = field(default_factory=list)
 
 
@@ -282,7 +283,8 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     raise_for_nonfinite_inputs(combine_across_ranks(state, outcome.nonfinite_rows, ranks))
     numbers = state.compute()
     # Decoder/posterior diagnostics on a bounded sample of the audit set; never part of the verdict.
-    numbers.diagnostics["model"] = model_diagnostics(plan, device)
+    numbers.diagnostics["model"] = (model_diagnostics(plan, device) if req.model_diagnostics
+                                    else {"computed": False, "reason": "turned off (--no-model-diagnostics)"})
     verdict = decide(numbers, req.confidence, req.min_margin)
     context["request"] = request_record(req)
     context["settings"] = {"batch_size": req.batch_size, "batch_size_used": outcome.batch_size,

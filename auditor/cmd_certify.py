@@ -53,6 +53,7 @@ def certify(
     batch_size: str = typer.Option("512", "--batch-size", help="Samples per batch, or 'auto' (the largest that fits)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("fp32", "--precision", help="Encoder/teacher forward precision: fp32, bf16 or fp16."),
+    model_diagnostics: bool = typer.Option(True, "--model-diagnostics/--no-model-diagnostics", help="Decoder/posterior diagnostics on a 512-sample subset (default on; never part of the verdict)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default reports/<model stem>/)."),
     formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md, html, junit."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary on the terminal (errors still go to stderr)."),
@@ -67,7 +68,7 @@ def certify(
         trust_teacher_code=trust_teacher_code, data=data, split=split, limit=limit,
         teacher_data=teacher_data, view_probs=view_probs, num_classes=num_classes, beta=beta,
         witness_offset=witness_offset, confidence=confidence, min_margin=min_margin,
-        batch_size=parse_batch_size(batch_size), device=device, precision=precision,
+        batch_size=parse_batch_size(batch_size), device=device, precision=precision, model_diagnostics=model_diagnostics,
     )
     # --json: stdout carries the JSON alone, so no progress bar there even on a terminal.
     with BatchProgress(enabled=progress_wanted(quiet or json_out) and is_main_process()) as progress:

@@ -142,21 +142,13 @@ def run_floor(batches, model, teacher, device) -> float:
 
 
 def run_ours(paths, args, diagnostics: bool) -> tuple[float, object]:
-    import auditor.audit as audit_module
-
     request = AuditRequest(model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]),
-                           batch_size=args.batch_size, device=args.device, precision=args.precision)
-    saved = getattr(audit_module, "model_diagnostics", None)
-    if saved is not None and not diagnostics:
-        audit_module.model_diagnostics = lambda plan, device: {}
-    try:
-        start = time.perf_counter()
-        result = run_audit(request)
-        sync(torch.device(args.device))
-        return time.perf_counter() - start, result
-    finally:
-        if saved is not None:
-            audit_module.model_diagnostics = saved
+                           batch_size=args.batch_size, device=args.device, precision=args.precision,
+                           model_diagnostics=diagnostics)
+    start = time.perf_counter()
+    result = run_audit(request)
+    sync(torch.device(args.device))
+    return time.perf_counter() - start, result
 
 
 def run_hashing(paths) -> float:

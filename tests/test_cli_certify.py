@@ -338,3 +338,15 @@ def test_reports_are_readable_by_others_like_any_new_file(files, capsys):
     os.umask(umask)
     mode = (files["out"] / "certificate.json").stat().st_mode & 0o777
     assert mode == 0o666 & ~umask
+
+
+def test_model_diagnostics_can_be_turned_off_without_changing_the_certificate(files, capsys):
+    run(certify_args(files), capsys)
+    with_diag = json.loads((files["out"] / "certificate.json").read_text())
+    run(certify_args(files, "--no-model-diagnostics"), capsys)
+    without = json.loads((files["out"] / "certificate.json").read_text())
+    assert with_diag["diagnostics"]["model"]["mutual_information"]["computed"] is True
+    assert without["diagnostics"]["model"] == {"computed": False, "reason": "turned off (--no-model-diagnostics)"}
+    for key in ("margin", "margin_lcb", "teacher_information", "alignment_loss", "verdict"):
+        assert without[key] == with_diag[key]
+    assert "mutual information" in (files["out"] / "certificate.md").read_text()
