@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench reference-reports clean
 
 install: $(STAMP)
 
@@ -29,6 +29,15 @@ demo: install
 # results in benchmarks/results/. Options: $(PY) benchmarks/bench_certify.py --help
 bench: install
 	$(PY) benchmarks/bench_certify.py $(BENCH_ARGS)
+
+# Reference certificates of the committed checkpoints (reports/digits/certificates/<stem>/), on
+# digits' test split. Exit code 1 (not certified) is an expected outcome here, not a failure.
+reference-reports: install
+	for model in models/digits/*.safetensors; do \
+	  stem=$$(basename $$model .safetensors); \
+	  $(PY) -m auditor certify --model $$model --teacher models/digits/teacher.pt --data digits \
+	    --split test --out reports/digits/certificates/$$stem --quiet || test $$? -eq 1 || exit 1; \
+	done
 
 clean:
 	rm -rf build .pytest_cache
