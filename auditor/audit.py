@@ -10,13 +10,12 @@ from __future__ import annotations
 import importlib
 import math
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import __version__
 from .certificate import CertificateNumbers, CertificateState, Verdict, confidence_z, decide
 from .checkpoint import KEY_WITNESS, load_checkpoint, load_state_into, witness_metadata
 from .data import Dataset, InputRecord, open_dataset, to_unit_float
@@ -29,8 +28,6 @@ from .fileio import hashing_in_background, resolve_digest, sha256_file
 from .tensorfile import FirstRows, open_array, safetensors_metadata
 from .teacher import load_teacher, open_probabilities
 from .witness import WitnessSpec
-
-CERTIFICATE_SCHEMA = "vae-audit-certificate/1"
 
 
 @dataclass
@@ -55,7 +52,6 @@ class AuditRequest:
     device: str = "auto"
     precision: str = "fp32"  # encoder/teacher forward: fp32, bf16 or fp16 (certificate arithmetic stays float64)
     model_diagnostics: bool = True  # diagnostics.model: a fixed-size extra pass, beside the certificate
-    command: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -131,6 +127,12 @@ def _limited(reader, limit: int | None):
     if limit is None or reader.shape[0] <= limit:
         return reader
     return FirstRows(reader, limit)
+
+
+def _check_teacher_input(teacher: nn.Module, sample_shape: tuple[int, ...], what: str) -> None:
+    size = math.prod(sample_shape)
+    if teacher.input_dim is not None and teacher.input_dim != size:
+        raise AuditInputError(f"the teacher takes inputs of size {teacher.input_dim} but {what} have size {size}")
 
 
 def _witness_from_flags(req: AuditRequest, fixed: dict | None, fixed_where: str, latent_dim: int, teacher_k: int) -> tuple[WitnessSpec, str]:
@@ -241,10 +243,7 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
         teacher = load_teacher(req.teacher, req.trust_teacher_code, dataset.sample_shape).to(device).eval()
         inputs.append(_file_record("teacher", req.teacher))
         teacher_k = teacher.num_classes
-        if teacher.input_dim is not None and teacher.input_dim != math.prod(dataset.sample_shape):
-            raise AuditInputError(
-                f"the teacher takes inputs of size {teacher.input_dim} but the data samples have size {math.prod(dataset.sample_shape)}"
-            )
+        _check_teacher_input(teacher, dataset.sample_shape, "the data samples")
         context["teacher"] = {"kind": teacher.kind, "path": str(req.teacher),
                               "temperature": getattr(teacher, "temperature", None)}
 
@@ -252,8 +251,7 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     with_view, view_reason = False, None
     if req.teacher_data:
         teacher_view = open_dataset(req.teacher_data, req.split, req.limit, role="teacher-data")
-        if math.prod(teacher_view.sample_shape) != teacher.input_dim and teacher.input_dim is not None:
-            raise AuditInputError(f"--teacher-data samples have size {math.prod(teacher_view.sample_shape)}, the teacher takes {teacher.input_dim}")
+        _check_teacher_input(teacher, teacher_view.sample_shape, "the --teacher-data samples")
         inputs += teacher_view.inputs
         sources["x_teacher"] = teacher_view
         with_view = True
@@ -283,8 +281,13 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     raise_for_nonfinite_inputs(combine_across_ranks(state, outcome.nonfinite_rows, ranks))
     numbers = state.compute()
     # Decoder/posterior diagnostics on a bounded sample of the audit set; never part of the verdict.
-    numbers.diagnostics["model"] = (model_diagnostics(plan, device) if req.model_diagnostics
-                                    else {"computed": False, "reason": "turned off (--no-model-diagnostics)"})
+    # Only the rank that writes the report computes them: the others would discard the result.
+    if not req.model_diagnostics:
+        numbers.diagnostics["model"] = {"computed": False, "reason": "turned off (--no-model-diagnostics)"}
+    elif not ranks.is_main:
+        numbers.diagnostics["model"] = {"computed": False, "reason": "computed by rank 0 only"}
+    else:
+        numbers.diagnostics["model"] = model_diagnostics(plan, device)
     verdict = decide(numbers, req.confidence, req.min_margin)
     context["request"] = request_record(req)
     context["settings"] = {"batch_size": req.batch_size, "batch_size_used": outcome.batch_size,
