@@ -132,7 +132,7 @@ def model_diagnostic_rows(model: dict | None) -> list[tuple[str, str]]:
 def render_markdown(cert: dict) -> str:
     lines = [f"# VAE audit certificate: **{cert['verdict'].replace('_', ' ')}**", "", cert["meaning"], ""]
     if cert["verdict"] == "certified":
-        lines += [NOT_COLLAPSED_NOTE.replace("\"Not certified\" does", "Conversely, \"not certified\" would"), ""]
+        lines += [f"Note: {NOT_COLLAPSED_NOTE}", ""]  # the other verdict's reading, stated as it is
     lines += ["| quantity | value |", "| --- | --- |"]
     lines += [f"| {label} | {value} |" for label, value in summary_rows(cert)]
     lines += ["", "## View gap", ""]
