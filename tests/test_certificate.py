@@ -28,6 +28,12 @@ def audit_sets(draw, min_n=2, max_n=40):
     return mu, p, K, beta
 
 
+def has_near_ties(probs: np.ndarray) -> bool:
+    """Whether some row's two largest entries are within rounding: its argmax is then rounding."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return bool((top2[:, 1] - top2[:, 0] <= 1e-9).any())
+
+
 def run_state(mu, p, K, beta, logvar=None, p_view=None, chunks=1, offset=0):
     spec = WitnessSpec(K, mu.shape[1], beta, offset)
     state = CertificateState(spec, with_view=p_view is not None)
@@ -132,8 +138,10 @@ def test_merge_of_two_states_equals_one_pass_over_the_union(audit, data):
     merged = b.compute()
     for key in ("margin", "teacher_information", "alignment_loss", "margin_std_error"):
         assert getattr(merged, key) == pytest.approx(getattr(whole, key), rel=1e-12, abs=1e-13)
-    for key in ("max_abs_deviation_from_mean", "active_units", "mean_sq_norm", "mean_prior_kl", "witness_agreement"):
+    for key in ("max_abs_deviation_from_mean", "active_units", "mean_sq_norm", "mean_prior_kl"):
         assert merged.diagnostics[key] == pytest.approx(whole.diagnostics[key], rel=1e-12, abs=1e-13)
+    if not has_near_ties(ref.certificate(mu, p, K, beta)["q"]):
+        assert merged.diagnostics["witness_agreement"] == whole.diagnostics["witness_agreement"]
     assert [c["count"] for c in merged.per_class] == [c["count"] for c in whole.per_class]
 
 
@@ -150,8 +158,7 @@ def test_diagnostics_match_the_definitions(audit):
     assert d["mean_sq_norm"] == pytest.approx(expected["mean_sq_norm"], rel=1e-10)
     assert d["mean_prior_kl"] == pytest.approx(expected["mean_prior_kl"], rel=1e-10)
     q = ref.certificate(mu, p, K, beta)["q"]
-    top2 = lambda a: np.diff(np.sort(a, axis=1)[:, -2:], axis=1)  # noqa: E731
-    if (top2(q) > 1e-9).all() and (top2(p) > 1e-9).all():  # argmax of a near-tie is rounding
+    if not has_near_ties(q) and not has_near_ties(p):
         assert d["witness_agreement"] == pytest.approx(np.mean(q.argmax(1) == p.argmax(1)))
     counts = np.bincount(p.argmax(1), minlength=K)
     assert [c["count"] for c in numbers.per_class] == counts.tolist()
