@@ -28,10 +28,6 @@ assert all(math.isclose(t, j * PATH_TS[1]) for j, t in enumerate(PATH_TS)), "upd
 PATH_PROB_FLOOR = 1e-12
 
 
-def _xlogy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.special.xlogy(x, y)
-
-
 def _count(n: int, device: torch.device) -> torch.Tensor:
     # torch.full, not torch.tensor: no host-to-device copy, so no synchronisation on CUDA.
     return torch.full((), float(n), dtype=torch.float64, device=device)

@@ -141,17 +141,6 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
     return dict(_safetensors_header(Path(path)).get("__metadata__") or {})
 
 
-def tensor_names(path: str | Path) -> list[str]:
-    """Names of the arrays a file holds (for a `.npy` file: the empty list; it holds one array)."""
-    path = Path(path)
-    suffix = _checked_suffix(path)
-    if suffix == ".safetensors":
-        return [k for k in _safetensors_header(path) if k != "__metadata__"]
-    if suffix == ".npz":
-        return [n[:-4] if n.endswith(".npy") else n for n in _npz_members(path)]
-    return []
-
-
 def _checked_suffix(path: Path) -> str:
     if not path.exists():
         raise AuditInputError(f"{path}: no such file")
