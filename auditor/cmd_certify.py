@@ -73,8 +73,11 @@ def certify(
     # --json: stdout carries the JSON alone, so no progress bar there even on a terminal.
     with BatchProgress(enabled=progress_wanted(quiet or json_out) and is_main_process()) as progress:
         result = run_audit(request, progress=progress)
-    if not is_main_process():  # torchrun: rank 0 alone writes and prints; every rank exits alike
-        return 0 if result.verdict.certified else 1
+    if not is_main_process():
+        # torchrun: rank 0 alone writes, prints and exits with the verdict. Another rank's non-zero
+        # exit would make torchrun kill rank 0, possibly before its report is written, so the
+        # others exit 0 once their share is in; torchrun's own exit code then follows rank 0's.
+        return 0
     cert = certificate_dict(result, current_command())
     out_dir = out if out is not None else default_out_dir(model, latents, arch)
     written = write_reports(cert, out_dir, fmt_list)

@@ -115,3 +115,22 @@ def test_bad_rows_in_one_shard_fail_every_rank(tmp_path):
     assert result.stderr.count("error: input data contain NaN or inf in 1 samples") == 2  # both ranks
     assert "exitcode  : 2" in result.stderr  # torchrun's own report: our ranks exited with 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rank_other_than_0_exits_0_and_writes_nothing_even_when_not_certified(tmp_path, monkeypatch, capsys):
+    """A non-zero exit of rank 1 would make torchrun kill rank 0, possibly before its report exists."""
+    from types import SimpleNamespace
+
+    from auditor.cli import main  # first: it registers the command modules
+
+    import auditor.cmd_certify
+
+    not_certified = SimpleNamespace(verdict=SimpleNamespace(certified=False))
+    monkeypatch.setattr(auditor.cmd_certify, "run_audit", lambda request, progress=None: not_certified)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["certify", "--latents", "mu.npy", "--teacher-probs", "p.npy", "--beta", "1", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == "" and not (tmp_path / "out").exists()
