@@ -17,9 +17,10 @@ How the pass stays as fast as the forward passes themselves:
   a second thread, overlapping the next batch's forward passes (in order, so the state is the
   one an in-line loop gives); with every core in torch's use it stays in-line, where it measured
   faster (a busy core gains nothing from another thread);
-- nothing in the loop waits on the device: non-finite inputs are counted on the device and the
-  certificate state defers its own checks to ``compute()``, so an audit synchronises with the
-  host once, at the end;
+- nothing in the loop waits on the device: non-finite inputs are counted once per batch on the
+  device (on a CPU, by the reader thread, off the forward passes' core) and the certificate
+  state defers its own checks to ``compute()``, so an audit synchronises with the host once, at
+  the end;
 - ``precision`` runs the encoder/teacher forward under autocast (bf16/fp16); the certificate
   arithmetic stays float64 (:class:`CertificateState` casts);
 - on an out-of-memory error the batch is halved and retried, with the state rolled back to what
@@ -33,7 +34,7 @@ import os
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -87,6 +88,16 @@ class PassOutcome:
     nonfinite_rows: torch.Tensor  # device scalar: input rows with NaN/inf (checked by raise_for_nonfinite_inputs)
 
 
+class Batch(NamedTuple):
+    """Rows [begin, end) of every source, by role; ``nonfinite_rows`` (a scalar tensor) is the
+    count of input rows holding NaN/inf, or None where it is still to be counted on the device."""
+
+    begin: int
+    end: int
+    tensors: dict[str, torch.Tensor]
+    nonfinite_rows: torch.Tensor | None = None
+
+
 def row_ranges(start: int, stop: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for begin in range(start, stop, batch_size):
         yield begin, min(begin + batch_size, stop)
@@ -124,17 +135,24 @@ _DONE = object()
 
 
 def host_batches(
-    sources: dict[str, ArrayReader], ranges: list[tuple[int, int]], pin: bool = False, prefetch: bool = True
-) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
-    """(begin, end, batch) for each range; with ``prefetch`` a background thread reads ahead.
+    sources: dict[str, ArrayReader], ranges: list[tuple[int, int]], pin: bool = False, prefetch: bool = True,
+    count_nonfinite: bool = False,
+) -> Iterator[Batch]:
+    """A :class:`Batch` for each range; with ``prefetch`` a background thread reads ahead.
 
     The reads (memory-map page-ins, safetensors slices, copies, pinning) release the GIL, so on
-    a CPU they overlap with the forward passes of the batch before. A reader error is raised in
-    the caller, at the batch where it happened.
+    a CPU they overlap with the forward passes of the batch before. ``count_nonfinite`` counts
+    the non-finite input rows there too (for a CPU pass, whose host batches are its device
+    batches). A reader error is raised in the caller, at the batch where it happened.
     """
+
+    def read(begin: int, end: int) -> Batch:
+        tensors = _read_host_batch(sources, begin, end, pin)
+        return Batch(begin, end, tensors, input_nonfinite_rows(tensors) if count_nonfinite else None)
+
     if not prefetch:
         for begin, end in ranges:
-            yield begin, end, _read_host_batch(sources, begin, end, pin)
+            yield read(begin, end)
         return
 
     slots: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH)
@@ -152,7 +170,7 @@ def host_batches(
     def read_all() -> None:
         try:
             for begin, end in ranges:
-                if not put((begin, end, _read_host_batch(sources, begin, end, pin))):
+                if not put(read(begin, end)):
                     return
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -175,9 +193,7 @@ def host_batches(
 
 # ---------------------------------------------------------------------------- device side
 
-def device_batches(
-    host: Iterator[tuple[int, int, dict[str, torch.Tensor]]], device: torch.device, cuda=None
-) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+def device_batches(host: Iterator[Batch], device: torch.device, cuda=None) -> Iterator[Batch]:
     """Host batches moved to ``device`` one batch ahead of use.
 
     On CUDA the copy of batch i+1 is issued (non-blocking, from pinned memory) on a side stream
@@ -191,21 +207,20 @@ def device_batches(
     cuda = torch.cuda if cuda is None else cuda
     copy_stream = cuda.Stream(device)
 
-    def issue(item):
-        begin, end, batch = item
+    def issue(item: Batch):
         with cuda.stream(copy_stream):
-            moved = {role: _copy_to(t, device) for role, t in batch.items()}
+            moved = {role: _copy_to(t, device) for role, t in item.tensors.items()}
             copied = cuda.Event()
             copied.record(copy_stream)
-        return begin, end, moved, copied
+        return item._replace(tensors=moved), copied
 
-    def hand_out(item):
-        begin, end, moved, copied = item
+    def hand_out(issued) -> Batch:
+        item, copied = issued
         compute = cuda.current_stream()
         compute.wait_event(copied)
-        for tensor in moved.values():
+        for tensor in item.tensors.values():
             tensor.record_stream(compute)  # the caching allocator must not reuse it before compute is done
-        return begin, end, moved
+        return item
 
     pending = None
     for item in host:
@@ -233,6 +248,14 @@ def _count_nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
     return (x - x).reshape(x.shape[0], -1).sum(dim=1).isnan().sum()
 
 
+def input_nonfinite_rows(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Rows holding NaN/inf in the batch's inputs (``x`` and ``x_teacher``), as a scalar on their device."""
+    counts = [_count_nonfinite_rows(tensors[role]) for role in ("x", "x_teacher") if role in tensors]
+    if not counts:
+        return torch.zeros((), dtype=torch.int64, device=next(iter(tensors.values())).device)
+    return counts[0] if len(counts) == 1 else counts[0] + counts[1]
+
+
 def _state_references(state: CertificateState) -> dict[str, torch.Tensor]:
     """The state's tensors, not copied: ``update`` replaces them rather than writing into them,
     so these references are a free snapshot to roll back to after a failed batch."""
@@ -250,7 +273,6 @@ class BatchOutputs:
     p: torch.Tensor
     logvar: torch.Tensor | None
     p_view: torch.Tensor | None
-    nonfinite_rows: torch.Tensor  # input rows with NaN/inf, a device scalar (never read here)
 
     def update(self, state: CertificateState) -> None:
         state.update(self.mu, self.p, self.logvar, self.p_view)
@@ -260,12 +282,6 @@ def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str
     """Run the encoder/teacher (what the plan does not give precomputed) on one device batch."""
     x = to_unit_float(batch["x"]) if "x" in batch else None
     x_teacher = to_unit_float(batch["x_teacher"]) if "x_teacher" in batch else x
-    nonfinite = None
-    for role in ("x", "x_teacher"):
-        if role in batch:
-            count = _count_nonfinite_rows(batch[role])
-            nonfinite = count if nonfinite is None else nonfinite + count
-
     device = next(iter(batch.values())).device
     with forward_context(device, precision):
         if "mu" in batch:
@@ -277,20 +293,13 @@ def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str
         p_view = None
         if plan.with_view:
             p_view = batch["view_probs"] if "view_probs" in batch else plan.teacher(x)
-    if nonfinite is None:
-        nonfinite = torch.zeros((), dtype=torch.int64, device=device)
-    return BatchOutputs(mu, p, logvar, p_view, nonfinite)
+    return BatchOutputs(mu, p, logvar, p_view)
 
 
 def update_from_batch(plan: PassPlan, state: CertificateState, batch: dict[str, torch.Tensor],
-                      precision: str = "fp32") -> torch.Tensor:
-    """Run the encoder/teacher on one device batch and add it to ``state``.
-
-    Returns the number of input rows with NaN/inf, as a device scalar (never read here).
-    """
-    outputs = forward_batch(plan, batch, precision)
-    outputs.update(state)
-    return outputs.nonfinite_rows.to(state.device)
+                      precision: str = "fp32") -> None:
+    """Run the encoder/teacher on one device batch and add it to ``state``."""
+    forward_batch(plan, batch, precision).update(state)
 
 
 class _UpdateWorker:
@@ -379,7 +388,10 @@ def stream_pass(
     nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
     compute_size = batch_size
     try:
-        for begin, end, batch in device_batches(host_batches(plan.sources, ranges, pin, prefetch), device):
+        host = host_batches(plan.sources, ranges, pin, prefetch, count_nonfinite=device.type == "cpu")
+        for begin, end, batch, counted in device_batches(host, device):
+            counted = input_nonfinite_rows(batch) if counted is None else counted
+            nonfinite = nonfinite + counted.to(state.device)
             offset, rows = 0, end - begin
             while offset < rows:
                 size = min(compute_size, rows - offset)
@@ -403,7 +415,6 @@ def stream_pass(
                     continue
                 if worker is not None:
                     worker.submit(outputs)
-                nonfinite = nonfinite + outputs.nonfinite_rows.to(state.device)
                 offset += size
             if on_batch is not None:
                 on_batch(rows)

@@ -49,10 +49,10 @@ def test_prefetching_yields_the_plain_loops_batches():
     ranges = list(extract.row_ranges(0, 53, 10))
     plain = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=False))
     ahead = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=True))
-    assert [(b, e) for b, e, _ in ahead] == [(b, e) for b, e, _ in plain] == ranges
-    for (_, _, a), (_, _, b) in zip(ahead, plain):
-        assert torch.equal(a["x"], b["x"])
-    assert torch.equal(torch.cat([b["x"] for _, _, b in ahead]), torch.from_numpy(x))
+    assert [(b.begin, b.end) for b in ahead] == [(b.begin, b.end) for b in plain] == ranges
+    for a, b in zip(ahead, plain):
+        assert torch.equal(a.tensors["x"], b.tensors["x"])
+    assert torch.equal(torch.cat([b.tensors["x"] for b in ahead]), torch.from_numpy(x))
 
 
 def test_prefetched_pass_gives_identical_state():
@@ -118,7 +118,7 @@ def test_consumer_error_stops_the_reader_thread():
 
 def test_uint8_inputs_travel_as_bytes_and_are_scaled_exactly():
     raw = np.random.default_rng(5).integers(0, 256, size=(70, fx.D), dtype=np.uint8)
-    host = [b for _, _, b in host_batches({"x": InMemoryArray(raw)}, [(0, 35), (35, 70)])]
+    host = [b.tensors for b in host_batches({"x": InMemoryArray(raw)}, [(0, 35), (35, 70)])]
     assert all(b["x"].dtype == torch.uint8 for b in host)
     as_bytes, _ = run(fx.plan(raw), 16)
     as_floats, _ = run(fx.plan(raw.astype(np.float32) / np.float32(255)), 16)
@@ -130,6 +130,23 @@ def test_nonfinite_inputs_are_raised_after_the_pass():
     x[[3, 31]] = np.nan
     with pytest.raises(AuditInputError, match="NaN or inf in 2 samples"):
         run(fx.plan(x), 8)
+
+
+def test_cpu_reader_counts_nonfinite_rows_of_both_views():
+    x, view = fx.inputs(30), fx.inputs(30)
+    x[[2, 17]] = np.nan
+    view[[5]] = np.inf
+    sources = {"x": InMemoryArray(x), "x_teacher": InMemoryArray(view)}
+    counted = list(host_batches(sources, [(0, 10), (10, 30)], count_nonfinite=True))
+    assert [int(b.nonfinite_rows) for b in counted] == [2, 1]
+    assert all(b.nonfinite_rows is None for b in host_batches(sources, [(0, 30)]))  # left to the device
+
+
+def test_nonfinite_rows_are_counted_once_when_out_of_memory_retries_a_batch():
+    x = fx.inputs(64)
+    x[[1, 40]] = np.nan
+    with pytest.raises(AuditInputError, match="NaN or inf in 2 samples"):
+        run(fx.plan(x, enc=_SmallMemoryEncoder(fx.encoder(), limit=8)), 32)
 
 
 # ---------------------------------------------------------------------------- precision
@@ -409,9 +426,9 @@ def test_cuda_copies_run_one_batch_ahead_and_compute_waits_for_its_own_copy(monk
         return moved
 
     monkeypatch.setattr(extract, "_copy_to", fake_copy)
-    host = [(i, i + 1, {"x": torch.full((1, 2), float(i))}) for i in range(3)]
+    host = [extract.Batch(i, i + 1, {"x": torch.full((1, 2), float(i))}) for i in range(3)]
     order = []
-    for begin, end, batch in extract.device_batches(iter(host), torch.device("cuda"), cuda=fake):
+    for begin, end, batch, _ in extract.device_batches(iter(host), torch.device("cuda"), cuda=fake):
         order.append(begin)
         fake.log.append(("compute", begin))
         assert int(batch["x"][0, 0]) == begin
