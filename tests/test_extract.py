@@ -62,11 +62,42 @@ def test_prefetched_pass_gives_identical_state():
     fx.assert_states_equal(with_prefetch, without)
 
 
-def test_update_worker_gives_the_in_line_state():
+def test_update_worker_gives_the_in_line_state(monkeypatch):
+    monkeypatch.setattr(extract, "UPDATE_CHUNK_ROWS", 1)  # every batch a chunk of its own
     x = fx.inputs(157)
     pipelined, _ = run(fx.plan(x), 16, pipeline=True)
     in_line, _ = run(fx.plan(x), 16, pipeline=False)
     fx.assert_states_equal(pipelined, in_line)
+
+
+class _RecordingState(type(fx.fresh_state())):
+    """Keeps every update's arguments."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.calls = []
+
+    def update(self, mu, p, logvar=None, p_view=None):
+        self.calls.append((mu, p, logvar))
+        super().update(mu, p, logvar, p_view)
+
+
+@pytest.mark.parametrize("with_view", [False, True])
+def test_update_worker_applies_consecutive_batches_in_chunks(monkeypatch, with_view):
+    monkeypatch.setattr(extract, "UPDATE_CHUNK_ROWS", 40)
+    x = fx.inputs(157)
+    recorded = _RecordingState(fx.SPEC) if not with_view else None
+    pipelined, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=True, state=recorded)
+    in_line, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=False)
+    if recorded is not None:  # 16-row batches joined until >= 40 rows; the rest at the end
+        assert [len(mu) for mu, _, _ in recorded.calls] == [48, 48, 48, 13]
+    # the same data, merged in other chunks: every state entry equal to float64 rounding
+    chunked, per_batch = pipelined.state_dict(), in_line.state_dict()
+    assert chunked.keys() == per_batch.keys()
+    for key in chunked:
+        torch.testing.assert_close(chunked[key], per_batch[key], rtol=1e-12, atol=1e-13, msg=key)
+    again, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=True)
+    fx.assert_states_equal(pipelined, again)  # the chunks depend only on the batch sizes
 
 
 def test_update_worker_error_reaches_the_caller():
