@@ -30,7 +30,6 @@ How the pass stays as fast as the forward passes themselves:
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import helper_threads
 from .batching import is_out_of_memory
 from .certificate import CertificateState
 from .data import to_unit_float
@@ -174,6 +174,7 @@ def host_batches(
         return False
 
     def read_all() -> None:
+        helper_threads.yield_to_forward_passes()
         try:
             for begin, end in ranges:
                 if not put(read(begin, end)):
@@ -347,6 +348,7 @@ class _UpdateWorker:
         self.thread.start()
 
     def _run(self) -> None:
+        helper_threads.yield_to_forward_passes()
         pending: list[BatchOutputs] = []
         while True:
             job = self.jobs.get()
@@ -381,11 +383,6 @@ class _UpdateWorker:
             raise self.error
 
 
-def spare_core() -> bool:
-    """Whether this process may use more cores than torch's intra-op threads take."""
-    return torch.get_num_threads() < len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else False
-
-
 def _slice(batch: dict[str, torch.Tensor], begin: int, end: int) -> dict[str, torch.Tensor]:
     return {role: t[begin:end] for role, t in batch.items()}
 
@@ -411,14 +408,14 @@ def stream_pass(
     size that fitted. ``pipeline`` applies the state updates on a worker thread, in chunks of
     consecutive batches (:class:`_UpdateWorker`), overlapping them with the next forward passes
     (an out-of-memory error in the update is then not retried); None chooses it on a CPU with
-    a core to spare (:func:`spare_core`).
+    a core to spare (:func:`~auditor.helper_threads.spare_core`).
     """
     precision_dtype(precision)
     stop = plan.num_samples if stop is None else stop
     ranges = list(row_ranges(start, stop, batch_size))
     pin = device.type == "cuda" and torch.cuda.is_available()
     if pipeline is None:
-        pipeline = device.type == "cpu" and spare_core()
+        pipeline = device.type == "cpu" and helper_threads.spare_core()
     worker = _UpdateWorker(state) if pipeline else None
     nonfinite = torch.zeros((), dtype=torch.int64, device=state.device)
     compute_size = batch_size

@@ -72,7 +72,10 @@ class _BackgroundHasher:
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash")
+        from . import helper_threads
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash",
+                                       initializer=helper_threads.yield_to_forward_passes)
         self.cancelled = threading.Event()
 
     def submit(self, path, chunk_size: int) -> PendingDigest:

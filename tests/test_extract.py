@@ -2,13 +2,15 @@
 
 import contextlib
 import io
+import os
+import sys
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from auditor import batching, extract
+from auditor import batching, extract, helper_threads
 from auditor.audit import AuditRequest, run_audit
 from auditor.cli import main as cli_main
 from auditor.errors import AuditInputError
@@ -266,7 +268,7 @@ def test_out_of_memory_inside_the_update_rolls_the_state_back():
     failing = _StateFailingMidUpdate(fx.SPEC)
     _, used = run(fx.plan(x), 32, state=failing, pipeline=False)
     assert used == 8
-    plain, _ = run(fx.plan(x), 8)
+    plain, _ = run(fx.plan(x), 8, pipeline=False)
     fx.assert_states_equal(failing, plain)
 
 
@@ -510,9 +512,59 @@ def test_update_worker_only_with_a_spare_core(monkeypatch):
         original(self, state)
 
     monkeypatch.setattr(extract._UpdateWorker, "__init__", spy)
-    monkeypatch.setattr(extract, "spare_core", lambda: False)
+    monkeypatch.setattr(helper_threads, "spare_core", lambda: False)
     run(fx.plan(fx.inputs(20)), 8)
     assert started == []
-    monkeypatch.setattr(extract, "spare_core", lambda: True)
+    monkeypatch.setattr(helper_threads, "spare_core", lambda: True)
     run(fx.plan(fx.inputs(20)), 8)
     assert started == [True]
+
+
+def test_reader_and_update_worker_threads_step_back(monkeypatch):
+    called_from = []
+    monkeypatch.setattr(helper_threads, "yield_to_forward_passes",
+                        lambda: called_from.append(threading.current_thread().name))
+    run(fx.plan(fx.inputs(40)), 8, pipeline=True)
+    assert sorted(called_from) == ["audit-prefetch", "audit-update"]
+
+
+def _nice_in_new_thread() -> tuple[int, int]:
+    """(niceness before, after) yield_to_forward_passes in a fresh thread."""
+    seen = []
+
+    def body():
+        me = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, me)
+        helper_threads.yield_to_forward_passes()
+        seen.append((before, os.getpriority(os.PRIO_PROCESS, me)))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread niceness is Linux's")
+def test_yield_to_forward_passes_lowers_only_the_calling_threads_priority(monkeypatch):
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    monkeypatch.setattr(helper_threads, "spare_core", lambda: False)
+    before, after = _nice_in_new_thread()
+    assert after == before  # every core in torch's use: helpers keep their priority
+    monkeypatch.setattr(helper_threads, "spare_core", lambda: True)
+    before, after = _nice_in_new_thread()
+    assert after == min(19, before + helper_threads.HELPER_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+
+
+def test_the_hashing_thread_steps_back_too(monkeypatch, tmp_path):
+    from auditor.fileio import hashing_in_background, resolve_digest, sha256_file
+
+    called_from = []
+    monkeypatch.setattr(helper_threads, "yield_to_forward_passes",
+                        lambda: called_from.append(threading.current_thread().name))
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    with hashing_in_background():
+        digest = resolve_digest(sha256_file(path))
+    assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert len(called_from) == 1 and called_from[0].startswith("audit-hash")
