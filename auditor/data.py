@@ -15,8 +15,8 @@ A data set is named by a SPEC string, one of:
     A tensor file with the samples in array ``x``, one sample per row: shape (N, D) or
     (N, C, H, W) or any (N, ...) with at least 2 dimensions; integer labels may be given in
     array ``y`` of shape (N,) (a ``.npy`` file holds one array, ``x``, and so has no labels).
-    ``.npy`` files are memory-mapped and ``.safetensors`` tensors read slice by slice, so only
-    the rows asked for are read (a ``.npz`` member cannot be memory-mapped and is read once).
+    ``.npy`` and ``.safetensors`` files are read row range by row range, so only the rows
+    asked for are read (a ``.npz`` member is read whole, once).
     A file has no built-in split: only ``all``.
 
 ``FOLDER`` holding CIFAR-10 or CIFAR-100 in the *binary* version

@@ -9,8 +9,8 @@ CLI, sharded runs (``start``/``stop``) and training-time monitors.
 
 How the pass stays as fast as the forward passes themselves:
 
-- a background thread reads the next batches from disk (``.npy`` memory maps, ``.safetensors``
-  slices) while the current one computes; on CUDA it also pins them, so that the copy to the
+- a background thread reads the next batches from disk (row ranges of ``.npy`` and
+  ``.safetensors`` files) while the current one computes; on CUDA it also pins them, so that the copy to the
   device is asynchronous (``non_blocking``) and issued on a side stream one batch ahead;
 - batches cross to the device as stored (uint8 stays uint8) and are scaled there;
 - on a CPU with a core that torch's threads leave free, the certificate state's update runs on
@@ -130,8 +130,8 @@ def _read_host_batch(sources: dict[str, ArrayReader], begin: int, end: int, pin:
     """Rows [begin, end) of every source as CPU tensors in their stored dtype (pinned for CUDA)."""
     batch = {}
     for role, src in sources.items():
-        # An owned, writable copy: memory-map page-ins happen here, in the reader thread, and the
-        # tensor never aliases a read-only map.
+        # Row-major and writable, as torch.from_numpy needs: file readers return fresh arrays
+        # already; an in-memory array that is neither is copied here, in the reader thread.
         tensor = torch.from_numpy(np.require(src.read(begin, end), requirements=("C", "W")))
         batch[role] = tensor.pin_memory() if pin else tensor
     return batch
@@ -146,7 +146,7 @@ def host_batches(
 ) -> Iterator[Batch]:
     """A :class:`Batch` for each range; with ``prefetch`` a background thread reads ahead.
 
-    The reads (memory-map page-ins, safetensors slices, copies, pinning) release the GIL, so on
+    The reads (file reads, copies, pinning) release the GIL, so on
     a CPU they overlap with the forward passes of the batch before. ``count_nonfinite`` counts
     the non-finite input rows there too (for a CPU pass, whose host batches are its device
     batches). A reader error is raised in the caller, at the batch where it happened.

@@ -19,6 +19,7 @@ from sklearn.datasets import load_digits
 
 from auditor.data import DATASETS, Dataset, InputRecord, open_dataset, to_unit_float
 from auditor.errors import AuditInputError
+from auditor.tensorfile import FileRows
 
 try:  # pytest puts tests/ on sys.path unless tests/ is a package
     from data_fixtures import (idx_bytes, write_cifar10_binary, write_cifar10_python,
@@ -134,7 +135,7 @@ def test_npy_file_keeps_uint8_and_records_sha256(tmp_path, rng):
     assert data.inputs == [InputRecord("data", str(path), sha256_of(path))]
 
 
-def test_npy_is_memory_mapped_and_read_in_row_ranges(tmp_path, rng):
+def test_npy_is_read_in_row_ranges_not_loaded(tmp_path, rng):
     x = rng.standard_normal((4096, 1024), dtype=np.float32)  # 16 MiB
     path = tmp_path / "big.npy"
     np.save(path, x)
@@ -144,7 +145,7 @@ def test_npy_is_memory_mapped_and_read_in_row_ranges(tmp_path, rng):
         return data, data.read(100, 110)
 
     (data, rows), peak = traced_peak_bytes(open_and_read)
-    assert isinstance(data._rows.array, np.memmap)  # held as a map, not loaded
+    assert isinstance(data._rows, FileRows)  # read from the file on demand, not loaded
     assert type(rows) is np.ndarray and rows.shape == (10, 1024)
     np.testing.assert_array_equal(rows, x[100:110])
     assert peak < 4 * 2**20, f"opening and reading 10 rows allocated {peak} bytes"
@@ -243,6 +244,32 @@ def test_truncated_safetensors(tmp_path):
     save_file({"x": np.zeros((50, 10), np.float32)}, str(path))
     path.write_bytes(path.read_bytes()[:-100])
     assert "truncated" in input_error(open_dataset, str(path))
+
+
+def _safetensors_with_header(path, header: dict, data: bytes) -> None:
+    import json
+    import struct
+
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+@pytest.mark.parametrize("x_entry, message", [
+    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, "24"]}, "bad offsets"),
+    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [16, 8]}, "bad offsets"),
+    ({"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 24]}, "shape and offsets disagree"),
+    ({"dtype": "F32", "shape": [2, "3"], "data_offsets": [0, 24]}, "shape and offsets disagree"),
+])
+def test_safetensors_with_inconsistent_entries(tmp_path, x_entry, message):
+    path = tmp_path / "d.safetensors"
+    _safetensors_with_header(path, {"x": x_entry}, bytes(24))
+    assert message in input_error(open_dataset, str(path))
+
+
+def test_npy_of_python_objects_is_refused(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([[1, "a"], [None, 2.0]], dtype=object), allow_pickle=True)
+    assert "Python objects" in input_error(open_dataset, str(path))
 
 
 def test_empty_file_data_set(tmp_path):
