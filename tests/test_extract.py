@@ -9,6 +9,8 @@ import threading
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auditor import batching, extract, helper_threads
 from auditor.audit import AuditRequest, run_audit
@@ -120,6 +122,26 @@ def test_nonfinite_row_count_matches_numpy():
     expected = int((~np.isfinite(x)).any(axis=1).sum())
     assert int(extract._count_nonfinite_rows(torch.from_numpy(x))) == expected == 3
     assert int(extract._count_nonfinite_rows(torch.zeros(4, 3, dtype=torch.uint8))) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float16, np.float32, np.float64]),
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 9),
+    seed=st.integers(0, 2**32 - 1),
+    specials=st.lists(st.sampled_from(["nan", "inf", "-inf", "max", "-max"]), max_size=12),
+)
+def test_nonfinite_row_count_matches_numpy_whatever_the_values(dtype, rows, cols, seed, specials):
+    """The whole-batch sum shortcut must neither miss a bad value nor count a huge finite one."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, cols)).astype(dtype)
+    top = np.finfo(dtype).max
+    values = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "max": top, "-max": -top}
+    for name in specials:
+        x[rng.integers(rows), rng.integers(cols)] = values[name]
+    expected = int((~np.isfinite(x)).any(axis=1).sum())
+    assert int(extract._count_nonfinite_rows(torch.from_numpy(x))) == expected
 
 
 class _FailingReader:
