@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import sys
+import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -63,6 +64,22 @@ class AuditResult:
     inputs: list[InputRecord]
     context: dict  # model, teacher, data and settings, as written into the report
     view_gap_reason: str | None
+    # Wall seconds spent loading the encoder and the teacher (files read, modules built, moved to
+    # the device). Not in the report, which must not change between reruns; benchmarks use it.
+    model_load_seconds: float = 0.0
+
+
+class _Stopwatch:
+    """Wall seconds spent inside ``with stopwatch:`` blocks, summed."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._start
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,6 +188,7 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     inputs: list[InputRecord] = []
     sources = {}
     context: dict = {}
+    loading = _Stopwatch()
 
     dataset: Dataset | None = None
     if req.data is not None:
@@ -201,21 +219,24 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
         if dataset is None:
             raise AuditInputError("the encoder needs input data: give --data")
         if req.arch:
-            encoder = _import_factory(req.arch)
+            with loading:
+                encoder = _import_factory(req.arch)
             if req.model:
                 if Path(req.model).suffix.lower() != ".safetensors":
                     raise AuditInputError(f"{req.model}: weights are read from .safetensors files only")
                 from safetensors.torch import load_file
 
                 meta = safetensors_metadata(req.model)
-                load_state_into(encoder, load_file(str(req.model)), Path(req.model))
+                with loading:
+                    load_state_into(encoder, load_file(str(req.model)), Path(req.model))
                 inputs.append(_file_record("model", Path(req.model)))
                 if KEY_WITNESS in meta:
                     fixed_witness, fixed_where = witness_metadata(meta, Path(req.model)), str(req.model)
             encoder.eval()
             context["model"] = {"source": "arch", "factory": req.arch, "weights": str(req.model) if req.model else None}
         else:
-            ckpt = load_checkpoint(req.model)
+            with loading:
+                ckpt = load_checkpoint(req.model)
             encoder = ckpt.model
             inputs.append(_file_record("model", Path(req.model)))
             fixed_witness, fixed_where = ckpt.witness, str(req.model)
@@ -226,7 +247,8 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
                 )
             context["model"] = {"source": "checkpoint", "path": str(req.model),
                                 "architecture": ckpt.architecture, "training": ckpt.training}
-        encoder.to(device)
+        with loading:
+            encoder.to(device)
         latent_dim = _probe_latent_dim(encoder, dataset, input_shape, device)
 
     # ---- teacher side
@@ -240,7 +262,8 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
     else:
         if dataset is None:
             raise AuditInputError("the teacher needs input data: give --data (or precomputed --teacher-probs)")
-        teacher = load_teacher(req.teacher, req.trust_teacher_code, dataset.sample_shape).to(device).eval()
+        with loading:
+            teacher = load_teacher(req.teacher, req.trust_teacher_code, dataset.sample_shape).to(device).eval()
         inputs.append(_file_record("teacher", req.teacher))
         teacher_k = teacher.num_classes
         _check_teacher_input(teacher, dataset.sample_shape, "the data samples")
@@ -294,7 +317,7 @@ def _run_audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) 
                            "device": device.type, "precision": req.precision, "world_size": ranks.world_size,
                            "confidence": req.confidence, "min_margin": req.min_margin}
     inputs = [replace(record, sha256=resolve_digest(record.sha256)) for record in inputs]  # hashed during the pass
-    return AuditResult(numbers, verdict, spec, witness_source, inputs, context, view_reason)
+    return AuditResult(numbers, verdict, spec, witness_source, inputs, context, view_reason, loading.seconds)
 
 
 def request_record(req: AuditRequest) -> dict:

@@ -34,6 +34,9 @@ def test_benchmark_writes_its_results_and_ours_matches_the_naive_margin(tmp_path
     table = (tmp_path / "out" / "tiny.md").read_text()
 
     assert all(len(result["all_seconds"][v]) == 2 for v in ("floor", "ours", "naive", "floor_again"))
+    # loading the model and the teacher takes some time, and only part of the audit's
+    assert all(0 < less < whole for less, whole in zip(result["all_seconds"]["ours_less_model_load"],
+                                                      result["all_seconds"]["ours"]))
     for name, ratio in result["ratios"].items():
         values = ratio if isinstance(ratio, list) else [ratio]
         assert all(math.isfinite(v) and v > 0 for v in values), name
