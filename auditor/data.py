@@ -109,7 +109,8 @@ class _Source:
 class Dataset:
     """The samples of one split of a data set, read lazily; an ``ArrayReader``.
 
-    ``shape`` is (N, *sample_shape) after split and limit; ``dtype`` is the stored dtype.
+    ``shape`` is (N, *sample_shape) after split and limit; ``dtype`` is the stored dtype in
+    this machine's byte order (torch takes no other; a big-endian file is swapped as it is read).
     """
 
     def __init__(self, spec: str, split: str, rows: ArrayReader,
@@ -119,7 +120,7 @@ class Dataset:
         self.spec = spec
         self.split = split
         self.shape: tuple[int, ...] = tuple(int(size) for size in (count, *rows.shape[1:]))
-        self.dtype = np.dtype(rows.dtype)
+        self.dtype = np.dtype(rows.dtype).newbyteorder("=")
         self.inputs = list(inputs)
         self._rows = rows
         self._read_labels = labels
@@ -140,8 +141,11 @@ class Dataset:
         stop = min(stop, self.num_samples)
         if stop <= start:
             return np.empty((0, *self.sample_shape), self.dtype)
+        rows = self._rows.read(start, stop)
+        if rows.flags.owndata and rows.flags.c_contiguous and rows.flags.writeable and rows.dtype == self.dtype:
+            return rows  # a reader's fresh array (file readers make one per read): already owned
         # A copy, so callers never hold a view into a memory map or into a cached array.
-        return np.array(self._rows.read(start, stop), dtype=self.dtype, order="C", copy=True)
+        return np.array(rows, dtype=self.dtype, order="C", copy=True)
 
     def labels(self) -> np.ndarray | None:
         """Integer labels (int64) of the split's rows, or None when the data set has none."""

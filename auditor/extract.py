@@ -130,9 +130,10 @@ def _read_host_batch(sources: dict[str, ArrayReader], begin: int, end: int, pin:
     """Rows [begin, end) of every source as CPU tensors in their stored dtype (pinned for CUDA)."""
     batch = {}
     for role, src in sources.items():
-        # Row-major and writable, as torch.from_numpy needs: file readers return fresh arrays
-        # already; an in-memory array that is neither is copied here, in the reader thread.
-        tensor = torch.from_numpy(np.require(src.read(begin, end), requirements=("C", "W")))
+        rows = src.read(begin, end)
+        # Row-major, writable and in this machine's byte order, as torch.from_numpy needs: file
+        # readers return such fresh arrays; any other is copied here, in the reader thread.
+        tensor = torch.from_numpy(np.require(rows, dtype=rows.dtype.newbyteorder("="), requirements=("C", "W")))
         batch[role] = tensor.pin_memory() if pin else tensor
     return batch
 

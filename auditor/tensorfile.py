@@ -33,7 +33,12 @@ _ST_DTYPES = {
 
 
 class ArrayReader(Protocol):
-    """Row-sliceable array: what the audit pass reads inputs, latents and probabilities from."""
+    """Row-sliceable array: what the audit pass reads inputs, latents and probabilities from.
+
+    ``read`` returns either a view (of an array in memory or of a map), which callers that keep
+    it copy, or an array of its own that nothing else refers to (``flags.owndata``), which they
+    may keep as it is. A reader never hands out the same owned array twice.
+    """
 
     shape: tuple[int, ...]
     dtype: np.dtype

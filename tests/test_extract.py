@@ -233,6 +233,29 @@ def test_precision_and_batch_size_are_recorded_in_settings(tmp_path):
     assert settings["world_size"] == 1
 
 
+def _margin_of(**files) -> float:
+    return run_audit(AuditRequest(**files, batch_size=32, device="cpu", model_diagnostics=False)).numbers.margin
+
+
+def test_big_endian_inputs_give_the_numbers_of_native_ones(tmp_path):
+    """torch refuses foreign byte orders: the reader swaps them (data, latents, probabilities)."""
+    x = fx.inputs(90)
+    paths = fx.write_inputs(tmp_path, x)
+    big = lambda a: a.astype(a.dtype.newbyteorder(">"))  # noqa: E731
+    np.save(tmp_path / "big.npy", big(x))
+    model = {"model": paths["model"], "teacher": paths["teacher"]}
+    assert _margin_of(**model, data=str(tmp_path / "big.npy")) == _margin_of(**model, data=str(paths["data"]))
+
+    rng = np.random.default_rng(5)
+    mu, probs = rng.normal(size=(90, 3)), rng.dirichlet(np.ones(fx.K), size=90)
+    for name, order in (("native", "="), ("big", ">")):
+        np.savez(tmp_path / f"{name}-mu.npz", mu=mu.astype(mu.dtype.newbyteorder(order)))
+        np.savez(tmp_path / f"{name}-p.npz", probs=probs.astype(probs.dtype.newbyteorder(order)))
+    margins = [_margin_of(latents=tmp_path / f"{name}-mu.npz", teacher_probs=tmp_path / f"{name}-p.npz", beta=2.0)
+               for name in ("native", "big")]
+    assert margins[0] == margins[1]
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--precision", "fp8"], "--precision"),
     (["--batch-size", "0"], "--batch-size"),
