@@ -349,6 +349,10 @@ class _UpdateWorker:
     def __init__(self, state: CertificateState):
         self.state = state
         self.chunk_rows = UPDATE_CHUNK_ROWS
+        # Batches are gathered into chunks on the caller's side, so the worker is woken once a
+        # chunk, not once a batch.
+        self.pending: list[BatchOutputs] = []
+        self.pending_rows = 0
         self.jobs: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="audit-update", daemon=True)
@@ -356,27 +360,27 @@ class _UpdateWorker:
 
     def _run(self) -> None:
         helper_threads.yield_to_forward_passes()
-        pending: list[BatchOutputs] = []
-        while True:
-            job = self.jobs.get()
-            if job is not None:
-                pending.append(job)
-                if sum(part.rows for part in pending) < self.chunk_rows:
-                    continue
-            if pending and self.error is None:
+        while (chunk := self.jobs.get()) is not None:
+            if self.error is None:
                 try:
-                    BatchOutputs.concatenated(pending).update(self.state)
+                    BatchOutputs.concatenated(chunk).update(self.state)
                 except BaseException as exc:  # raised in the caller at the next submit or at finish
                     self.error = exc
-            pending = []
-            if job is None:
-                return
 
     def submit(self, outputs: BatchOutputs) -> None:
         self._raise()
-        self.jobs.put(outputs)
+        self.pending.append(outputs)
+        self.pending_rows += outputs.rows
+        if self.pending_rows >= self.chunk_rows:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self.pending:
+            self.jobs.put(self.pending)
+            self.pending, self.pending_rows = [], 0
 
     def finish(self) -> None:
+        self._hand_over()
         self.close()
         self._raise()
 
