@@ -81,7 +81,6 @@ DATASETS: dict[str, str] = {
 }
 SPLITS = ("train", "test", "all")
 
-_NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float
 _CIFAR_SAMPLE_SHAPE = (3, 32, 32)
 _CIFAR_IMAGE_BYTES = 3 * 32 * 32
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -272,7 +271,6 @@ def _open_tensor_file(path: Path, split: str) -> _Source:
             f"{path}: array 'x' has shape {tuple(rows.shape)}; expected one sample per row, "
             f"shape (N, D) or (N, C, H, W)"
         )
-    _check_numeric(rows.dtype, f"{path}: array 'x'")
     return _Source(rows, _file_labels(path, rows.shape[0]), [path])
 
 
@@ -290,11 +288,6 @@ def _file_labels(path: Path, count: int) -> Callable[[], np.ndarray | None]:
     if np.dtype(labels.dtype).kind not in "iu":
         raise AuditInputError(f"{path}: array 'y' has dtype {labels.dtype}; labels must be integers")
     return lambda: read_whole(path, "y")
-
-
-def _check_numeric(dtype: np.dtype, what: str) -> None:
-    if np.dtype(dtype).kind not in _NUMERIC_KINDS:
-        raise AuditInputError(f"{what} has non-numeric dtype {dtype}")
 
 
 # --- folders: recognition ----------------------------------------------------------------------

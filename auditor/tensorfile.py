@@ -190,7 +190,8 @@ def open_array(path: str | Path, name: str, required: bool = True) -> ArrayReade
     """Open array ``name`` of a file for row-sliced reading.
 
     A `.npy` file holds a single array, which is taken to be ``name``. Returns None when the
-    array is absent and not required.
+    array is absent and not required. The array's dtype is numeric (bool, integer or float) in
+    every file type: anything else is refused here.
     """
     path = Path(path)
     suffix = _checked_suffix(path)
@@ -263,7 +264,7 @@ def _numeric(array: np.ndarray, path: Path, name: str) -> np.ndarray:
 
 
 def _numeric_dtype(dtype: np.dtype, path: Path, name: str) -> None:
-    if dtype.kind not in "biuf":
+    if dtype.kind not in "biuf":  # bool, signed, unsigned, float
         raise AuditInputError(f"{path}: array {name!r} has non-numeric dtype {dtype}")
 
 
