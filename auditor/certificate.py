@@ -33,9 +33,23 @@ def _count(n: int, device: torch.device) -> torch.Tensor:
     return torch.full((), float(n), dtype=torch.float64, device=device)
 
 
-def _nonfinite_rows(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Count (float64) of vectors along ``dim`` holding NaN/inf: x − x is 0 where finite, NaN elsewhere."""
-    return (x - x).sum(dim=dim).isnan().sum().to(torch.float64)
+def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` (its slices along dim 0) holding NaN or ±inf, as an int64 device scalar.
+
+    x − x is 0 for every finite value and NaN otherwise, so a row sums to NaN exactly when it
+    holds a non-finite value (a plain row sum could overflow on huge finite values): two
+    streaming kernels, several times faster on a CPU than ``isfinite(x).all(dim=1)``. On a CPU,
+    where looking at a result stalls no device, a finite sum of the whole batch proves every value
+    finite first, in one pass without a temporary; only a non-finite sum (a bad value, or an
+    overflow) leads to the count. Integer inputs (uint8 images) cannot hold either: no pass.
+    """
+    if not x.dtype.is_floating_point:
+        return torch.zeros((), dtype=torch.int64, device=x.device)
+    if x.device.type == "cpu":
+        total = x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        if bool(torch.isfinite(total)):
+            return torch.zeros((), dtype=torch.int64)
+    return (x - x).reshape(x.shape[0], -1).sum(dim=1).isnan().sum()
 
 
 @dataclass
@@ -188,7 +202,7 @@ class CertificateState:
         pT = p.detach().to(self.device, f64).T.contiguous()
         n = mu.shape[0]
         p_sums = pT.sum(dim=0)
-        self._add("bad_mu", _nonfinite_rows(mu, dim=1))
+        self._add("bad_mu", nonfinite_rows(mu).to(f64))
         self._add("bad_p", self._count_bad_prob_columns(pT, p_sums))
 
         zT = self._beta_ST @ mu.T  # z_i = β Sᵀ μ_i, as columns
@@ -226,7 +240,7 @@ class CertificateState:
             logvar = logvar.detach().to(self.device, f64)
             if logvar.shape != mu.shape:
                 raise AuditInputError(f"log-variances have shape {tuple(logvar.shape)}, expected {tuple(mu.shape)}")
-            self._add("bad_logvar", _nonfinite_rows(logvar, dim=1))
+            self._add("bad_logvar", nonfinite_rows(logvar).to(f64))
             self._add("n_logvar", _count(n, self.device))
             self._add("sum_prior_kl", 0.5 * (mu * mu + logvar.exp() - logvar - 1).sum(dim=0))
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from . import helper_threads
 from .batching import is_out_of_memory
-from .certificate import CertificateState
+from .certificate import CertificateState, nonfinite_rows
 from .data import to_unit_float
 from .errors import AuditInputError
 from .tensorfile import ArrayReader
@@ -243,28 +243,9 @@ def _copy_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device, non_blocking=True)
 
 
-def _count_nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` holding NaN or ±inf, as a device scalar.
-
-    x − x is 0 for every finite value and NaN otherwise, so a row sums to NaN exactly when it
-    holds a non-finite value (a plain row sum could overflow on huge finite values): two
-    streaming kernels, several times faster on a CPU than ``isfinite(x).all(dim=1)``. On a CPU,
-    where looking at a result stalls no device, a finite sum of the whole batch proves every value
-    finite first, in one pass without a temporary; only a non-finite sum (a bad value, or an
-    overflow) leads to the count. Integer inputs (uint8 images) cannot hold either: no pass.
-    """
-    if not x.dtype.is_floating_point:
-        return torch.zeros((), dtype=torch.int64, device=x.device)
-    if x.device.type == "cpu":
-        total = x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-        if bool(torch.isfinite(total)):
-            return torch.zeros((), dtype=torch.int64)
-    return (x - x).reshape(x.shape[0], -1).sum(dim=1).isnan().sum()
-
-
 def input_nonfinite_rows(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Rows holding NaN/inf in the batch's inputs (``x`` and ``x_teacher``), as a scalar on their device."""
-    counts = [_count_nonfinite_rows(tensors[role]) for role in ("x", "x_teacher") if role in tensors]
+    counts = [nonfinite_rows(tensors[role]) for role in ("x", "x_teacher") if role in tensors]
     if not counts:
         return torch.zeros((), dtype=torch.int64, device=next(iter(tensors.values())).device)
     return counts[0] if len(counts) == 1 else counts[0] + counts[1]

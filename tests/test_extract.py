@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from auditor import batching, extract, helper_threads
 from auditor.audit import AuditRequest, run_audit
+from auditor.certificate import nonfinite_rows
 from auditor.cli import main as cli_main
 from auditor.errors import AuditInputError
 from auditor.extract import PassPlan, host_batches, run_pass
@@ -120,8 +121,8 @@ def test_nonfinite_row_count_matches_numpy():
     x[[1, 4, 4, 9], [0, 2, 3, 6]] = [np.nan, np.inf, -np.inf, np.nan]
     x[20] = np.finfo(np.float32).max  # huge but finite: not counted
     expected = int((~np.isfinite(x)).any(axis=1).sum())
-    assert int(extract._count_nonfinite_rows(torch.from_numpy(x))) == expected == 3
-    assert int(extract._count_nonfinite_rows(torch.zeros(4, 3, dtype=torch.uint8))) == 0
+    assert int(nonfinite_rows(torch.from_numpy(x))) == expected == 3
+    assert int(nonfinite_rows(torch.zeros(4, 3, dtype=torch.uint8))) == 0
 
 
 @settings(max_examples=60, deadline=None)
@@ -141,7 +142,7 @@ def test_nonfinite_row_count_matches_numpy_whatever_the_values(dtype, rows, cols
     for name in specials:
         x[rng.integers(rows), rng.integers(cols)] = values[name]
     expected = int((~np.isfinite(x)).any(axis=1).sum())
-    assert int(extract._count_nonfinite_rows(torch.from_numpy(x))) == expected
+    assert int(nonfinite_rows(torch.from_numpy(x))) == expected
 
 
 class _FailingReader:
