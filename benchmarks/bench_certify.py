@@ -3,7 +3,7 @@
     python benchmarks/bench_certify.py                 # defaults below; `make bench` runs this
     python benchmarks/bench_certify.py --n 50000 --shape 3,32,32 --dtype uint8 --arch conv --device cuda
 
-It writes its own synthetic data (N samples of SHAPE in a memory-mapped .npy, K clusters), a
+It writes its own synthetic data (N samples of SHAPE in a .npy file, K clusters), a
 random reference model (``mlp`` or ``conv``) and a PCA-GMM teacher, then measures, repeated
 ``--repeats`` times and interleaved (floor, ours, naive, floor again, rotating the order):
 
@@ -326,7 +326,10 @@ def main(argv=None) -> None:
     def per_repeat(top: str, bottom: str) -> list[float]:
         return [a / b for a, b in zip(times[top], times[bottom])]
 
-    # Quartiles by the "inclusive" method: within the measured range, never extrapolated past it.
+    def quartiles(top: str, bottom: str) -> list[float]:
+        """First and third quartiles of the per-repeat ratios, by the "inclusive" method: within
+        the measured range (the default extrapolates past it on few repeats)."""
+        return statistics.quantiles(per_repeat(top, bottom), n=4, method="inclusive")[::2]
 
     shape = "x".join(map(str, args.shape))
     results = {
@@ -349,10 +352,9 @@ def main(argv=None) -> None:
                    "ours_over_floor_best": min(times["ours"]) / min(times["floor"]),
                    "floor_again_over_floor": med["floor_again"] / med["floor"],
                    "floor_again_over_floor_per_repeat_median": statistics.median(per_repeat("floor_again", "floor")),
-                   "floor_again_over_floor_per_repeat_quartiles": statistics.quantiles(per_repeat("floor_again", "floor"), n=4, method="inclusive")[::2],
-                   "ours_over_floor_per_repeat_quartiles": statistics.quantiles(per_repeat("ours", "floor"), n=4, method="inclusive")[::2],
-                   "ours_less_model_load_over_floor_per_repeat_quartiles": statistics.quantiles(
-                       per_repeat("ours_less_model_load", "floor"), n=4, method="inclusive")[::2],
+                   "floor_again_over_floor_per_repeat_quartiles": quartiles("floor_again", "floor"),
+                   "ours_over_floor_per_repeat_quartiles": quartiles("ours", "floor"),
+                   "ours_less_model_load_over_floor_per_repeat_quartiles": quartiles("ours_less_model_load", "floor"),
                    "ours_over_naive_time_per_repeat_median": statistics.median(per_repeat("ours", "naive")),
                    "ours_over_naive_peak_memory": memory["ours"]["peak_mib"] / memory["naive"]["peak_mib"],
                    "ours_over_naive_memory_above_baseline":
