@@ -23,7 +23,7 @@ test: install
 	$(PY) -m pytest
 
 demo: install
-	$(PY) -m auditor.demo --out build/demo
+	$(PY) -m auditor.cli.demo --out build/demo
 
 # Floor / ours / naive timings and peak memory on synthetic data (a few minutes on 2 CPU cores);
 # results in benchmarks/results/. Options: $(PY) benchmarks/bench_certify.py --help

@@ -41,11 +41,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from auditor.audit import AuditRequest, run_audit  # noqa: E402
-from auditor.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from auditor.data import to_unit_float  # noqa: E402
-from auditor.nets import build_model  # noqa: E402
-from auditor.teacher import load_teacher  # noqa: E402
+from auditor.audit.pipeline import AuditRequest, run_audit  # noqa: E402
+from auditor.sources.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from auditor.sources.datasets.dataset import to_unit_float  # noqa: E402
+from auditor.nets.base import build_model  # noqa: E402
+from auditor.teachers.pca_gmm import load_teacher  # noqa: E402
 
 BETA = 2.0
 
@@ -83,7 +83,7 @@ def architecture(args) -> dict:
 
 def write_model(path: Path, args) -> None:
     if args.arch == "conv":
-        import auditor.net_conv  # noqa: F401  (registers "conv")
+        import auditor.nets.conv  # noqa: F401  (registers "conv")
     torch.manual_seed(0)
     arch = architecture(args)
     save_checkpoint(path, build_model(arch), arch, {"num_classes": args.k, "beta": BETA, "offset": 0}, {"method": "random"})
@@ -154,7 +154,7 @@ def run_ours(paths, args, diagnostics: bool) -> tuple[float, object]:
 
 def run_hashing(paths) -> float:
     """sha256 of the three input files, as the report records them (ours does it on a worker thread)."""
-    from auditor.fileio import sha256_file
+    from auditor.sources.hashing import sha256_file
 
     start = time.perf_counter()
     for path in paths.values():
@@ -199,7 +199,7 @@ def run_naive(paths, args, model, teacher, device) -> tuple[float, float]:
 
 
 def _witness(k, d):
-    from auditor.witness import WitnessSpec, witness_matrix
+    from auditor.certificate.witness import WitnessSpec, witness_matrix
 
     return witness_matrix(WitnessSpec(k, d, BETA, 0))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from auditor.cli import main
+from auditor.cli.app import main
 
 
 def run(args, capsys) -> tuple[int, str, str]:

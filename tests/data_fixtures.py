@@ -1,4 +1,4 @@
-"""Writers of small data sets in the exact on-disk formats `auditor.data` reads.
+"""Writers of small data sets in the exact on-disk formats `auditor.sources.datasets.dataset` reads.
 
 Each writer returns the arrays it wrote, so a test can compare what is read back with what
 was written. Images are random uint8 drawn from the given generator.

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from auditor.cli import main
-from auditor.data import open_dataset
-from auditor.teacher_fit import dataset_features, fit_pca_gmm, save_teacher
+from auditor.cli.app import main
+from auditor.sources.datasets.dataset import open_dataset
+from auditor.teachers.fit import dataset_features, fit_pca_gmm, save_teacher
 
 
 @pytest.fixture(scope="session")

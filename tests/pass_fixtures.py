@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor.certificate import CertificateState
-from auditor.checkpoint import save_checkpoint
-from auditor.extract import PassPlan
-from auditor.nets import build_model
-from auditor.teacher import teacher_from_dict
-from auditor.tensorfile import InMemoryArray
-from auditor.witness import WitnessSpec
+from auditor.certificate.state import CertificateState
+from auditor.sources.checkpoint import save_checkpoint
+from auditor.audit.stream import PassPlan
+from auditor.nets.base import build_model
+from auditor.teachers.pca_gmm import teacher_from_dict
+from auditor.sources.arrays import InMemoryArray
+from auditor.certificate.witness import WitnessSpec
 
 D, LATENT, K, BETA = 12, 4, 3, 1.5
 ARCH = {"name": "mlp", "input_shape": [D], "hidden": [16], "latent_dim": LATENT, "activation": "tanh", "likelihood": "bernoulli"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.cli import main
+from auditor.cli.app import main
 
 from . import reference as ref
 

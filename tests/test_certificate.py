@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from auditor.certificate import CertificateState, decide
+from auditor.certificate.state import CertificateState, decide
 from auditor.errors import AuditInputError
-from auditor.witness import WitnessSpec, analytic_code
+from auditor.certificate.witness import WitnessSpec, analytic_code
 
 from . import reference as ref
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file as save_numpy
 
-from auditor.cli import main
+from auditor.cli.app import main
 
 from . import reference as ref
 from .certify_fixtures import BETA, K, LATENT, data_x, mlp_tensors, numpy_encoder_mu, teacher_arrays, write_model, write_teacher
@@ -113,7 +113,7 @@ def test_constant_encoder_is_not_certified_and_flagged_constant(files, capsys):
 
 def test_certified_model_exits_zero_and_reports_both_views(tmp_path, capsys):
     # Latents at the analytic code of the teacher's own probabilities: margin = I_T > 0.
-    from auditor.witness import WitnessSpec, analytic_code
+    from auditor.certificate.witness import WitnessSpec, analytic_code
 
     rng = np.random.default_rng(3)
     p = ref.softmax(3 * rng.normal(size=(300, 3)))
@@ -321,7 +321,7 @@ def test_limit_applies_to_every_input(tmp_path, capsys):
 
 
 def test_interrupt_leaves_no_report(files, capsys, monkeypatch):
-    from auditor.certificate import CertificateState
+    from auditor.certificate.state import CertificateState
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -1,4 +1,4 @@
-"""Tests of auditor.data: built-in digits, tensor files, CIFAR and MNIST folders, and every error."""
+"""Tests of auditor.sources.datasets.dataset: built-in digits, tensor files, CIFAR and MNIST folders, and every error."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 from sklearn.datasets import load_digits
 
-from auditor.data import DATASETS, Dataset, InputRecord, open_dataset, to_unit_float
+from auditor.sources.datasets.dataset import DATASETS, Dataset, InputRecord, open_dataset, to_unit_float
 from auditor.errors import AuditInputError
-from auditor.tensorfile import FileRows
+from auditor.sources.arrays import FileRows
 
 try:  # pytest puts tests/ on sys.path unless tests/ is a package
     from data_fixtures import (idx_bytes, write_cifar10_binary, write_cifar10_python,

@@ -13,11 +13,11 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from torch import nn
 
-from auditor.checkpoint import save_checkpoint
-from auditor.cli import main
-from auditor.diagnostics_model import (decoder_jacobian, decoder_mean, evenly_spaced_rows, identifiability_probe,
+from auditor.sources.checkpoint import save_checkpoint
+from auditor.cli.app import main
+from auditor.audit.diagnostics import (decoder_jacobian, decoder_mean, evenly_spaced_rows, identifiability_probe,
                                        ima_contrast, mutual_information, self_consistency_data, self_consistency_latent)
-from auditor.nets import build_model
+from auditor.nets.base import build_model
 
 from .certify_fixtures import D, K, data_x, write_teacher
 
@@ -202,7 +202,7 @@ def test_precomputed_latents_give_mutual_information_only_with_log_variances(tmp
 
 
 def test_headline_numbers_pick_one_value_each_and_nan_where_not_computed():
-    from auditor.diagnostics_model import headline_numbers
+    from auditor.audit.diagnostics import headline_numbers
 
     diag = {"mutual_information": {"computed": False, "reason": "no log-variances"},
             "self_consistency": {"computed": True, "latent": 1.5, "data": 2.5},

@@ -13,8 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditor.distributed import Ranks, combine_across_ranks, process_group, ranks_from_env, shard_range
-from auditor.fileio import HASH_SKIPPED, hashing_skipped, sha256_file
+from auditor.audit.distributed import Ranks, combine_across_ranks, process_group, ranks_from_env, shard_range
+from auditor.sources.hashing import HASH_SKIPPED, hashing_skipped, sha256_file
 
 from . import pass_fixtures as fx
 
@@ -121,12 +121,12 @@ def test_a_rank_other_than_0_exits_0_and_writes_nothing_even_when_not_certified(
     """A non-zero exit of rank 1 would make torchrun kill rank 0, possibly before its report exists."""
     from types import SimpleNamespace
 
-    from auditor.cli import main  # first: it registers the command modules
+    from auditor.cli.app import main  # first: it registers the command modules
 
-    import auditor.cmd_certify
+    import auditor.cli.certify
 
     not_certified = SimpleNamespace(verdict=SimpleNamespace(certified=False))
-    monkeypatch.setattr(auditor.cmd_certify, "run_audit", lambda request, progress=None: not_certified)
+    monkeypatch.setattr(auditor.cli.certify, "run_audit", lambda request, progress=None: not_certified)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -12,14 +12,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor import batching, extract, helper_threads
-from auditor.audit import AuditRequest, run_audit
-from auditor.certificate import nonfinite_rows
-from auditor.cli import main as cli_main
+from auditor.audit import batch_size as batching
+
+from auditor.audit import stream as extract
+
+from auditor.audit import helper_threads
+from auditor.audit.pipeline import AuditRequest, run_audit
+from auditor.certificate.state import nonfinite_rows
+from auditor.cli.app import main as cli_main
 from auditor.errors import AuditInputError
-from auditor.extract import PassPlan, host_batches, run_pass
-from auditor.progress import BatchProgress, progress_wanted
-from auditor.tensorfile import InMemoryArray
+from auditor.audit.stream import PassPlan, host_batches, run_pass
+from auditor.reports.progress import BatchProgress, progress_wanted
+from auditor.sources.arrays import InMemoryArray
 
 from . import pass_fixtures as fx
 from . import reference as ref
@@ -421,7 +425,7 @@ def _rss_kib() -> int:
 def test_row_reads_from_files_are_exact_and_keep_memory_flat(tmp_path, layout):
     from safetensors.numpy import save_file
 
-    from auditor.tensorfile import FileRows, MappedArray, open_array
+    from auditor.sources.arrays import FileRows, MappedArray, open_array
 
     rows = np.arange(200_000 * 7, dtype=np.float32).reshape(200_000, 7)  # 28-byte rows: pages split rows
     path = tmp_path / ("x.safetensors" if layout == "safetensors" else "x.npy")
@@ -445,7 +449,7 @@ def test_row_reads_from_files_are_exact_and_keep_memory_flat(tmp_path, layout):
 def test_background_hashes_equal_plain_hashes_and_errors_are_clear(tmp_path):
     import hashlib
 
-    from auditor.fileio import PendingDigest, hashing_in_background, resolve_digest, sha256_file
+    from auditor.sources.hashing import PendingDigest, hashing_in_background, resolve_digest, sha256_file
 
     path = tmp_path / "blob"
     path.write_bytes(b"x" * 3_000_001)
@@ -609,7 +613,7 @@ def test_yield_to_forward_passes_lowers_only_the_calling_threads_priority(monkey
 
 
 def test_the_hashing_thread_steps_back_too(monkeypatch, tmp_path):
-    from auditor.fileio import hashing_in_background, resolve_digest, sha256_file
+    from auditor.sources.hashing import hashing_in_background, resolve_digest, sha256_file
 
     called_from = []
     monkeypatch.setattr(helper_threads, "yield_to_forward_passes",

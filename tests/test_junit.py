@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from junitparser import Failure, JUnitXml, Skipped
 
-from auditor.report import render_markdown
+from auditor.reports.markdown import render_markdown
 
 from .report_fixtures import D, certify
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from auditor.errors import AuditInputError
-from auditor.monitor import CertificateMonitor
+from auditor.training.monitor import CertificateMonitor
 
 from . import reference as ref
 
@@ -87,7 +87,7 @@ def _lightning():
 
 def test_lightning_callback_logs_the_certificate(tmp_path):
     pl = _lightning()
-    from auditor.lightning_callback import CertificateCallback
+    from auditor.training.lightning import CertificateCallback
 
     mu_all, p_all, logvar_all = epoch_data(5, n=64)
     x = torch.tensor(mu_all, dtype=torch.float32)

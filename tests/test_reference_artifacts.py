@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from auditor.cli import main
+from auditor.cli.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
 CERTIFICATES = sorted((ROOT / "reports" / "digits" / "certificates").glob("*/certificate.json"))

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from auditor.design import PROB_FLOOR, design_table, teacher_energy
-from auditor.report_html import render_html
+from auditor.certificate.design import PROB_FLOOR, design_table, teacher_energy
+from auditor.reports.html import render_html
 
 from . import reference as ref
 from .report_fixtures import BETA, D, K, audit_arrays, certify, run_cli
@@ -85,7 +85,7 @@ def test_energy_path_matches_plain_numpy(certified):
 
 
 def test_energy_path_equals_audit_design_even_with_zero_probabilities(tmp_path):
-    # The streaming path in the certificate and auditor.design's in-memory design_table agree,
+    # The streaming path in the certificate and auditor.certificate.design's in-memory design_table agree,
     # including rows with p_ik = 0, which both floor at the same 1e-12.
     mu, p = audit_arrays(60)
     p[0] = [1.0, 0.0, 0.0, 0.0]

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditor.checkpoint import load_checkpoint
-from auditor.data import open_dataset
-from auditor.fileio import sha256_file
-from auditor.reproduce import DEFAULT_ROWS, METRICS, Row, select_rows, summarize
-from auditor.teacher_fit import fit_pca_gmm, save_teacher
+from auditor.sources.checkpoint import load_checkpoint
+from auditor.sources.datasets.dataset import open_dataset
+from auditor.sources.hashing import sha256_file
+from auditor.training.reproduce import DEFAULT_ROWS, METRICS, Row, select_rows, summarize
+from auditor.teachers.fit import fit_pca_gmm, save_teacher
 
 from .cli_run import run
 

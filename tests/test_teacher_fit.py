@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.cli import main
-from auditor.data import open_dataset
+from auditor.cli.app import main
+from auditor.sources.datasets.dataset import open_dataset
 from auditor.errors import AuditInputError
-from auditor.teacher import TEACHER_FORMAT, load_teacher
-from auditor.teacher_fit import dataset_features, fit_pca_gmm, teacher_probabilities
-from auditor.teacher_search import holdout_split, search_teachers
+from auditor.teachers.pca_gmm import TEACHER_FORMAT, load_teacher
+from auditor.teachers.fit import dataset_features, fit_pca_gmm, teacher_probabilities
+from auditor.teachers.search import holdout_split, search_teachers
 
 from . import reference as ref
 

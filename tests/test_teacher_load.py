@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from auditor.errors import AuditInputError
-from auditor.teacher import TEACHER_FORMAT, load_teacher, teacher_from_dict
+from auditor.teachers.pca_gmm import TEACHER_FORMAT, load_teacher, teacher_from_dict
 
 from .test_teacher_fit import assert_usage_error
 

@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from auditor.checkpoint import load_checkpoint, save_checkpoint
-from auditor.cli import main
-from auditor.data import open_dataset
-from auditor.fileio import sha256_file
-from auditor.nets import build_model
-from auditor.teacher_fit import fit_pca_gmm, save_teacher
-from auditor.train import TrainConfig, prefit_targets
-from auditor.train_methods import METHODS, alignment_loss, get_method, prior_kl_per_dim, reconstruction_nll
-from auditor.witness import WitnessSpec, witness_matrix
+from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
+from auditor.cli.app import main
+from auditor.sources.datasets.dataset import open_dataset
+from auditor.sources.hashing import sha256_file
+from auditor.nets.base import build_model
+from auditor.teachers.fit import fit_pca_gmm, save_teacher
+from auditor.training.trainer import TrainConfig, prefit_targets
+from auditor.training.methods.base import METHODS, alignment_loss, get_method, prior_kl_per_dim, reconstruction_nll
+from auditor.certificate.witness import WitnessSpec, witness_matrix
 
 from . import reference as ref
 from .data_fixtures import write_cifar10_binary
@@ -78,7 +78,7 @@ def test_monitor_margin_matches_numpy_reference(aligned, teacher):
     ckpt = load_checkpoint(aligned)
     train = open_dataset("digits", "train")
     x = torch.from_numpy(train.read(0, train.num_samples))
-    from auditor.teacher import load_teacher
+    from auditor.teachers.pca_gmm import load_teacher
 
     p = load_teacher(teacher)(x).numpy()
     with torch.no_grad():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from auditor.certificate_check import check_certificate, load_certificate
+from auditor.certificate.check import check_certificate, load_certificate
 from auditor.errors import AuditInputError
 
 from .report_fixtures import certify, run_cli, write_certificate

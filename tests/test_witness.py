@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor.errors import AuditInputError
-from auditor.witness import WitnessSpec, analytic_code, analytic_energy, centered_log, simplex_vertices, witness_matrix
+from auditor.certificate.witness import WitnessSpec, analytic_code, analytic_energy, centered_log, simplex_vertices, witness_matrix
 
 from .reference import helmert_simplex, softmax, witness_S
 

@@ -1,0 +1,38 @@
+"""``audit report certificate.json --format html,md,junit``: re-render reports without re-auditing.
+
+The certificate is checked first (:mod:`auditor.certificate_check`): an unknown schema or
+inconsistent numbers exit with code 2 and nothing is written. Exit 0 once the reports are written,
+whatever the verdict (the verdict's exit code belongs to ``audit certify``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..certificate.check import load_certificate
+from ..errors import AuditInputError
+from ..reports.markdown import RENDERERS, write_reports
+
+
+def report(
+    certificate: Path = typer.Argument(..., help="certificate.json written by audit certify."),
+    formats: str = typer.Option("html", "--format", help=f"Comma-separated: {', '.join(RENDERERS)}."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the reports (default: the certificate's folder)."),
+) -> int:
+    """Render reports (HTML, Markdown, JUnit XML) from a saved certificate.json."""
+    fmt_list = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in fmt_list if f not in RENDERERS]
+    if unknown or not fmt_list:
+        raise AuditInputError(f"--format must list some of {', '.join(RENDERERS)} (got {formats!r})")
+    cert = load_certificate(certificate)
+    out_dir = out if out is not None else certificate.parent
+    for path in write_reports(cert, out_dir, fmt_list, with_json=False):
+        print(f"wrote {path}")
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)

@@ -1,0 +1,156 @@
+"""``audit teacher fit`` and ``audit teacher search``: make the PCA → GMM ``teacher.pt``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import typer
+
+from ..certificate.state import teacher_information
+from ..sources.datasets.dataset import Dataset, open_dataset
+from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, teacher_energy
+from ..errors import AuditInputError
+from ..sources.hashing import atomic_write_text, sha256_file
+from ..teachers.fit import dataset_features, fit_pca_gmm, save_teacher, teacher_probabilities
+from ..teachers.search import DEFAULT_CLASSES, DEFAULT_HOLDOUT_EVERY, DEFAULT_RANKS, DEFAULT_TEMPERATURES, \
+    holdout_split, require_choice, score_candidates, search_record
+
+teacher_app = typer.Typer(
+    help="Fit or search the unsupervised PCA → diagonal-GMM teacher (teacher.pt, DESIGN §3).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+def parse_list(flag: str, text: str, convert: Callable[[str], object]) -> list:
+    """'8,16,32' → [8, 16, 32]; an empty list is allowed here and refused by the search."""
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return [convert(item) for item in items]
+    except ValueError:
+        raise AuditInputError(f"{flag} must be a comma-separated list of numbers, got {text!r}") from None
+
+
+def check_out_path(out: Path) -> None:
+    if out.is_dir():
+        raise AuditInputError(f"--out {out} is a folder; give the teacher file's path, e.g. {out / 'teacher.pt'}")
+    if out.suffix.lower() == ".pt2":
+        raise AuditInputError(f"--out {out}: .pt2 is the suffix of torch.export programs; use .pt")
+
+
+# Options both commands take, declared once.
+DATA = typer.Option(..., "--data", help="'digits' or a data file/folder (see README).")
+SPLIT = typer.Option("train", "--split", help="train, test or all (data files have only all).")
+LIMIT = typer.Option(None, "--limit", help="Use the first N samples of the split only.")
+SEED = typer.Option(0, "--seed", help="Seed of PCA and GMM.")
+N_INIT = typer.Option(2, "--n-init", help="GMM restarts (GaussianMixture n_init).")
+
+
+def fit_inputs(out: Path, data: str, split: str, limit: Optional[int]) -> tuple[Dataset, np.ndarray]:
+    """Check --out before any work, then read the split as the teacher's N×D [0, 1] inputs."""
+    check_out_path(out)
+    dataset = open_dataset(data, split, limit, role="data")
+    return dataset, dataset_features(dataset)
+
+
+def data_record(dataset: Dataset, limit: Optional[int]) -> dict:
+    return {"spec": dataset.spec, "split": dataset.split, "limit": limit,
+            "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs]}
+
+
+@teacher_app.command("fit")
+def fit(
+    data: str = DATA,
+    split: str = SPLIT,
+    limit: Optional[int] = LIMIT,
+    rank: int = typer.Option(..., "--rank", help="PCA rank r (1 <= r <= min(N, D))."),
+    num_classes: int = typer.Option(..., "--num-classes", help="GMM components K (2 <= K <= N)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Temperature τ > 0 of the posterior."),
+    seed: int = SEED,
+    n_init: int = N_INIT,
+    out: Path = typer.Option(..., "--out", help="teacher.pt to write (atomically)."),
+) -> None:
+    """Fit one PCA → diagonal-GMM teacher and save it as teacher.pt."""
+    from rich.console import Console
+
+    dataset, x = fit_inputs(out, data, split, limit)
+    teacher = fit_pca_gmm(x, rank, num_classes, temperature, seed, n_init=n_init)
+    save_teacher(teacher, out)
+    p = teacher_probabilities(teacher, x)
+    Console().print(
+        f"teacher: rank {rank}, K {num_classes}, τ {temperature:g}, fitted on {len(x)} samples of "
+        f"{data} ({dataset.split}); on them I_T = {teacher_information(p):.4f} nats, E_T = {teacher_energy(p):.2f}\n"
+        f"wrote {out}"
+    )
+
+
+@teacher_app.command("search")
+def search(
+    data: str = DATA,
+    split: str = SPLIT,
+    limit: Optional[int] = LIMIT,
+    ranks: str = typer.Option(",".join(map(str, DEFAULT_RANKS)), "--ranks", help="PCA ranks to try."),
+    classes: str = typer.Option(",".join(map(str, DEFAULT_CLASSES)), "--classes", help="Numbers of components K to try."),
+    temperatures: str = typer.Option(",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), "--temperatures", help="Temperatures τ to try."),
+    beta: float = typer.Option(DEFAULT_BETA, "--beta", help="Witness scale β the energy is computed for."),
+    energy_budget: float = typer.Option(DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Max prior cost ((K−1)/(2Kβ²))·E_T in nats."),
+    holdout_every: int = typer.Option(DEFAULT_HOLDOUT_EVERY, "--holdout-every", help="Hold out every M-th row of the split for scoring."),
+    seed: int = SEED,
+    n_init: int = N_INIT,
+    out: Path = typer.Option(..., "--out", help="teacher.pt to write; the table goes to <stem>.search.json beside it."),
+) -> None:
+    """Grid-search rank, K and τ; save the teacher with the largest held-out I_T within the energy budget."""
+    from rich.console import Console
+
+    grid = (parse_list("--ranks", ranks, int), parse_list("--classes", classes, int),
+            parse_list("--temperatures", temperatures, float))
+    dataset, x = fit_inputs(out, data, split, limit)
+    x_fit, x_holdout = holdout_split(x, holdout_every)
+    result = score_candidates(x_fit, x_holdout, *grid, beta, energy_budget, seed, n_init)
+    console = Console()
+    console.print(search_table(result.table, beta, energy_budget, len(x_fit), len(x_holdout)))
+    teacher = require_choice(result, beta, energy_budget)
+
+    save_teacher(teacher, out)
+    record = search_record(
+        result.table, beta=beta, energy_budget=energy_budget, seed=seed, n_init=n_init,
+        data={**data_record(dataset, limit), "holdout": f"row j of the split is held out when j % {holdout_every} == {holdout_every - 1}",
+              "num_fit": len(x_fit), "num_holdout": len(x_holdout)},
+        teacher_sha256=sha256_file(out),
+    )
+    sidecar = search_sidecar_path(out)
+    atomic_write_text(sidecar, json.dumps(record, indent=2) + "\n")
+    chosen = record["chosen"]
+    console.print(
+        f"chosen: rank {chosen['rank']}, K {chosen['K']}, τ {chosen['temperature']:g}: held-out "
+        f"I_T = {chosen['I_T']:.4f} nats, E_T = {chosen['E_T']:.2f}, energy {chosen['energy']:.3f} nats\n"
+        f"wrote {out} and {sidecar}"
+    )
+
+
+def search_sidecar_path(teacher_path: Path) -> Path:
+    """teacher.pt → teacher.search.json (beside it)."""
+    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.search.json")
+
+
+def search_table(table, beta: float, energy_budget: float, num_fit: int, num_holdout: int):
+    from rich.table import Table
+
+    view = Table(title=f"teacher candidates (fit {num_fit}, held-out {num_holdout} samples)",
+                 caption=f"energy = ((K−1)/(2Kβ²))·E_T nats at β = {beta:g}; budget {energy_budget:g} nats; "
+                         "I_T and E_T on the held-out rows")
+    for name in ("rank", "K", "τ", "I_T", "E_T", "energy", "fits", "conv.", "chosen"):
+        view.add_column(name, justify="right")
+    for row in table.itertuples(index=False):
+        view.add_row(str(row.rank), str(row.K), f"{row.temperature:g}", f"{row.I_T:.4f}", f"{row.E_T:.2f}",
+                     f"{row.energy:.3f}", "yes" if row.within_budget else "no", "yes" if row.converged else "no",
+                     "◀" if row.chosen else "")
+    return view
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(teacher_app, name="teacher")

@@ -1,0 +1,138 @@
+"""Fitting the unsupervised PCA → diagonal-GMM teacher with scikit-learn, and running it on data.
+
+The teacher is fitted on the same [0, 1] float inputs the audit pass feeds it
+(:func:`auditor.data.to_unit_float` of the stored samples, flattened), so a teacher fitted here
+and one run by ``audit certify`` see identical numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from ..sources.datasets.dataset import Dataset, to_unit_float
+from ..errors import AuditInputError
+from ..sources.hashing import atomic_write_bytes
+from .pca_gmm import PcaGmmTeacher
+
+
+def dataset_features(dataset: Dataset) -> np.ndarray:
+    """All samples of ``dataset`` as an N×D float64 matrix of the audit pass's [0, 1] inputs."""
+    x = to_unit_float(torch.from_numpy(dataset.read(0, dataset.num_samples)))
+    x = x.reshape(x.shape[0], -1).to(torch.float64).numpy()
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise AuditInputError(f"data set {dataset.spec!r} contains NaN or inf in {bad} samples")
+    return x
+
+
+def check_teacher_shape(rank: int, num_classes: int, num_samples: int, input_dim: int) -> None:
+    """The PCA rank and K that ``num_samples`` samples of ``input_dim`` values can support."""
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(num_samples, input_dim):
+        raise AuditInputError(
+            f"PCA rank {rank} is not supported by the data: it must be between 1 and min(N, D) = "
+            f"min({num_samples}, {input_dim}) = {min(num_samples, input_dim)}"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or not 2 <= num_classes <= num_samples:
+        raise AuditInputError(
+            f"K={num_classes} components is more than the data supports: the teacher needs 2 <= K <= N = {num_samples}"
+        )
+
+
+def check_temperature(temperature: float) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
+            or not math.isfinite(temperature) or temperature <= 0:
+        raise AuditInputError(f"teacher temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def fit_pca(x: np.ndarray, rank: int, seed: int = 0):
+    """scikit-learn's PCA of ``x`` (N×D float64) to ``rank`` dimensions."""
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=rank, random_state=seed).fit(x)
+
+
+def fit_gmm_on_scores(pca, y: np.ndarray, num_classes: int, temperature: float = 1.0, seed: int = 0,
+                      n_init: int = 2) -> tuple[PcaGmmTeacher, bool]:
+    """A diagonal GMM with ``num_classes`` components on PCA scores ``y``; (teacher, converged)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
+        raise AuditInputError(f"--n-init (GMM restarts) must be a whole number >= 1, got {n_init!r}")
+    gmm = GaussianMixture(n_components=num_classes, covariance_type="diag", random_state=seed, n_init=n_init)
+    with warnings.catch_warnings():
+        # Non-convergence is reported by the caller (search table), not as a stray warning.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            gmm.fit(y)
+        except ValueError as exc:  # e.g. components collapsing onto single points
+            raise AuditInputError(
+                f"the GMM with K={num_classes} could not be fitted to {len(y)} samples "
+                f"({str(exc).splitlines()[0][:120]}); use a smaller K"
+            ) from None
+    teacher = PcaGmmTeacher(
+        pca_mean=pca.mean_,
+        pca_components=pca.components_,
+        log_weights=np.log(gmm.weights_),
+        means=gmm.means_,
+        variances=gmm.covariances_,
+        temperature=temperature,
+    )
+    return teacher, bool(gmm.converged_)
+
+
+def fit_pca_gmm(x: np.ndarray, rank: int, num_classes: int, temperature: float = 1.0, seed: int = 0,
+                n_init: int = 2) -> PcaGmmTeacher:
+    """PCA to ``rank`` dimensions, then a diagonal GMM with ``num_classes`` components.
+
+    The returned teacher's posterior at temperature 1 equals GaussianMixture.predict_proba on
+    the PCA scores (same formula, evaluated in float64); at τ it is the softmax of the same
+    log-joint divided by τ (DESIGN §3).
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    check_teacher_shape(rank, num_classes, *x.shape)
+    temperature = check_temperature(temperature)
+    pca = fit_pca(x, rank, seed)
+    teacher, _ = fit_gmm_on_scores(pca, pca.transform(x), num_classes, temperature, seed, n_init)
+    return teacher
+
+
+def with_temperature(teacher: PcaGmmTeacher, temperature: float) -> PcaGmmTeacher:
+    """The same PCA and GMM at another temperature τ (a new module; the original is unchanged)."""
+    fields = {k: v for k, v in teacher.to_dict().items() if k not in ("format", "kind", "temperature")}
+    return PcaGmmTeacher(temperature=check_temperature(temperature), **fields)
+
+
+@torch.no_grad()
+def teacher_probabilities(teacher: torch.nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """T(·|x_i) for the rows of ``x`` (N×D [0, 1] inputs), an N×K float64 array."""
+    rows = [teacher(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
+            for i in range(0, len(x), batch_size)]
+    return torch.cat(rows).to(torch.float64).numpy()
+
+
+@torch.no_grad()
+def dataset_probabilities(teacher: torch.nn.Module, dataset: Dataset, batch_size: int = 4096) -> np.ndarray:
+    """T(·|x) on every sample of ``dataset``, fed exactly as the audit pass feeds it: the stored
+    sample shape, converted by :func:`to_unit_float` (so a torch.export teacher sees float32)."""
+    rows = []
+    for start in range(0, dataset.num_samples, batch_size):
+        x = to_unit_float(torch.from_numpy(dataset.read(start, start + batch_size)))
+        rows.append(teacher(x).to(torch.float64))
+    p = torch.cat(rows).numpy()
+    if not np.isfinite(p).all():
+        raise AuditInputError(f"the teacher's probabilities on {dataset.spec!r} contain NaN or inf (non-finite inputs?)")
+    return p
+
+
+def save_teacher(teacher: PcaGmmTeacher, path) -> None:
+    """Write ``teacher.pt`` (exactly the DESIGN §3 dict) atomically."""
+    buffer = io.BytesIO()
+    torch.save(teacher.to_dict(), buffer)
+    atomic_write_bytes(path, buffer.getvalue())

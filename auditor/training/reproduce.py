@@ -1,0 +1,219 @@
+"""``audit reproduce``: the experiment table — every row trained over seeds, each checkpoint certified.
+
+A row is a :class:`Row`: a method with its settings, or a protocol continuing an earlier row's
+checkpoint of the same seed. :data:`DEFAULT_ROWS` is the table of the issue (vanilla and aligned at
+KL weights 1, 2, 4, 8; prefit; the four standard baselines; collapse; rescue). To add rows, pass
+``rows=[*DEFAULT_ROWS, Row(...)]`` to :func:`reproduce` (or append to ``DEFAULT_ROWS`` at import).
+
+Every checkpoint is written by the trainer (:func:`auditor.train.train_and_save`) and certified on
+the data's held-out **test** split through :func:`auditor.audit.run_audit` — exactly what
+``audit certify`` does (confidence 0.95, δ = 0). :func:`reproduce` returns the summary table as
+a pandas DataFrame (one row per table row: mean and standard deviation over seeds, certified
+count) and writes ``runs.csv`` (one line per row and seed), ``table.csv`` and ``table.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from ..audit.pipeline import AuditRequest, run_audit
+from ..sources.checkpoint import load_checkpoint
+from ..sources.datasets.dataset import open_dataset, to_unit_float
+from ..audit.diagnostics import headline_numbers
+from ..errors import AuditInputError
+from ..audit.stream import encode_means, row_ranges
+from ..sources.hashing import atomic_write_text, sha256_file
+from .trainer import TrainConfig, load_training_data, train_and_save
+from .methods.base import reconstruction_nll
+
+DEFAULT_EPOCHS = 40
+CONFIDENCE, MIN_MARGIN = 0.95, 0.0
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    method: str | None = None
+    settings: dict = field(default_factory=dict)  # TrainConfig fields other than method/seed/epochs
+    protocol: str | None = None
+    init_from: str | None = None  # the row whose checkpoint (same seed) the protocol continues
+
+
+DEFAULT_ROWS: list[Row] = [
+    *(Row(f"vanilla-kl{w}", "vanilla", {"kl_weight": float(w)}) for w in (1, 2, 4, 8)),
+    *(Row(f"aligned-kl{w}", "aligned", {"kl_weight": float(w)}) for w in (1, 2, 4, 8)),
+    Row("prefit", "prefit"),
+    Row("beta-0.5", "beta", {"kl_weight": 0.5}),
+    Row("free-bits", "free-bits"),
+    Row("kl-anneal", "kl-anneal"),
+    Row("cyclical", "cyclical"),
+    Row("collapse", protocol="collapse", init_from="aligned-kl1"),
+    Row("rescue", protocol="rescue", init_from="collapse"),
+    # Other decoder families (issue 6), plain and aligned; vanilla-gaussian is const-var's control
+    # (same unit-variance gaussian decoder, per-sample posterior variances).
+    Row("lidvae", "lidvae"),
+    Row("lidvae-aligned", "lidvae-aligned"),
+    # A strongly injective decoder: α = 1 and s_min = 1 bound σ_min of its Jacobian (logits) by 1.
+    Row("lidvae-strong", "lidvae", {"extra": {"convexity": 1.0, "singular_values": [1.0, 4.0]}}),
+    Row("const-var", "const-var"),
+    Row("const-var-aligned", "const-var-aligned"),
+    Row("vanilla-gaussian", "vanilla", {"likelihood": "gaussian"}),
+]
+
+# (column, heading) of the per-seed numbers summarised in the table, in table order.
+METRICS = [
+    ("teacher_information", "I_T"), ("alignment_loss", "L"), ("margin", "margin Ĝ"), ("margin_lcb", "LCB"),
+    ("reconstruction", "recon"), ("prior_kl", "KL"), ("mean_sq_norm", "E‖μ‖²"), ("active_units", "active units"),
+    # Model diagnostics (auditor.diagnostics_model; README "Model diagnostics").
+    ("mutual_information", "MI"), ("self_consistency_latent", "SC z"), ("self_consistency_data", "SC x"),
+    ("ima_contrast", "IMA"), ("identifiability_gap", "ID gap"),
+]
+
+
+def select_rows(names: Sequence[str] | None, rows: Sequence[Row] = DEFAULT_ROWS) -> list[Row]:
+    """The rows named (all when None), checking that every protocol row's source row is there too."""
+    by_name = {row.name: row for row in rows}
+    if names is None:
+        chosen = list(rows)
+    else:
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise AuditInputError(f"unknown row {', '.join(unknown)} (known: {', '.join(by_name)})")
+        chosen = [row for row in rows if row.name in set(names)]
+    for i, row in enumerate(chosen):
+        if row.init_from is not None and row.init_from not in {r.name for r in chosen[:i]}:
+            raise AuditInputError(f"row {row.name} continues row {row.init_from}: select that row too")
+    return chosen
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise AuditInputError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise AuditInputError(f"--seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+@torch.no_grad()
+def test_reconstruction(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> float:
+    """Mean −log p(x | z = μ(x)) in nats over ``x``, under the model's likelihood."""
+    total = 0.0
+    for begin, end in row_ranges(0, len(x), batch_size):
+        xb = to_unit_float(x[begin:end])
+        mu, _ = encode_means(model, xb)
+        total += float(reconstruction_nll(model, xb, mu).sum())
+    return total / len(x)
+
+
+def certify_run(checkpoint: Path, teacher: Path, data: str, x_test: torch.Tensor) -> dict:
+    """The certificate of one checkpoint on the test split, plus its test reconstruction."""
+    result = run_audit(AuditRequest(model=checkpoint, teacher=teacher, data=data, split="test",
+                                    confidence=CONFIDENCE, min_margin=MIN_MARGIN, device="cpu"))
+    n, diag = result.numbers, result.numbers.diagnostics
+    return {
+        "certified": bool(result.verdict.certified), "teacher_information": n.teacher_information,
+        "alignment_loss": n.alignment_loss, "margin": n.margin, "margin_lcb": result.verdict.margin_lcb,
+        "reconstruction": test_reconstruction(load_checkpoint(checkpoint).model, x_test),
+        "prior_kl": diag["mean_prior_kl"], "mean_sq_norm": diag["mean_sq_norm"], "active_units": diag["active_units"],
+        "num_test_samples": n.num_samples, **headline_numbers(diag.get("model")),
+    }
+
+
+def run_rows(data: str, seeds: Sequence[int], teacher: Path, models_dir: Path, rows: Sequence[Row],
+             epochs: int = DEFAULT_EPOCHS, on_run: Callable[[str], None] | None = None,
+             save_seeds: Sequence[int] | None = None) -> pd.DataFrame:
+    """Train and certify every (row, seed): one line each. Checkpoints of ``save_seeds`` (default:
+    all) go to ``models_dir`` as ``<row>-s<seed>.safetensors``; the others to a temporary folder."""
+    inputs = load_training_data(data, "train", teacher)
+    test = open_dataset(data, "test")
+    x_test = torch.from_numpy(test.read(0, test.num_samples))
+    keep = set(seeds if save_seeds is None else save_seeds)
+    records = []
+    with tempfile.TemporaryDirectory(prefix="vae-audit-reproduce-") as scratch:
+        for seed in seeds:
+            where = Path(models_dir) if seed in keep else Path(scratch)
+            paths: dict[str, Path] = {}
+            for row in rows:
+                if on_run:
+                    on_run(f"{row.name} seed {seed}")
+                cfg = TrainConfig(method=row.method, seed=seed, epochs=epochs, protocol=row.protocol, **row.settings)
+                out = where / f"{row.name}-s{seed}.safetensors"
+                init = paths[row.init_from] if row.init_from else None
+                result = train_and_save(cfg, inputs, out, init)
+                paths[row.name] = out
+                records.append({
+                    "row": row.name, "method": result.config.method, "protocol": row.protocol or "",
+                    "kl_weight": result.config.kl_weight, "seed": seed, "epochs_run": result.epochs_run,
+                    "stopped_by": result.stopped_by, **certify_run(out, teacher, data, x_test),
+                    "checkpoint": str(out) if seed in keep else "", "sha256": sha256_file(out),
+                })
+    return pd.DataFrame.from_records(records)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per row (in first-seen order): settings, certified count, mean and std (ddof 1) of METRICS."""
+    out = []
+    for name, group in runs.groupby("row", sort=False):
+        first = group.iloc[0]
+        line = {"row": name, "method": first["method"], "protocol": first["protocol"], "kl_weight": first["kl_weight"],
+                "seeds": len(group), "certified": int(group["certified"].sum()),
+                "epochs_run_mean": float(group["epochs_run"].mean())}
+        for column, _ in METRICS:
+            values = group[column].astype(float)
+            line[f"{column}_mean"] = float(values.mean())
+            line[f"{column}_std"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    head = ["row", "method", "KL weight", "certified", *[h for _, h in METRICS], "epochs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        method = r["method"] + (f" ({r['protocol']})" if r["protocol"] else "")
+        cells = [r["row"], method, f"{r['kl_weight']:g}", f"{r['certified']}/{r['seeds']}"]
+        for column, _ in METRICS:
+            cells.append(_pm(r[f"{column}_mean"], r[f"{column}_std"], 1 if column == "active_units" else 3))
+        cells.append(f"{r['epochs_run_mean']:g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(data: str, seeds: Sequence[int], out: Path, teacher: Path, models_out: Path | None = None,
+              epochs: int = DEFAULT_EPOCHS, rows: Sequence[Row] = DEFAULT_ROWS,
+              save_seeds: Sequence[int] | None = None, on_run: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Run the table and write ``runs.csv``, ``table.csv`` and ``table.md`` into ``out``.
+
+    Checkpoints go to ``models_out`` (only the seeds in ``save_seeds``, default the first seed;
+    without ``models_out``, none is kept). Returns the summary DataFrame.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise AuditInputError(f"--epochs must be a positive integer, got {epochs}")
+    if not Path(teacher).is_file():
+        raise AuditInputError(f"{teacher}: no such teacher file (make one with `audit teacher search --data {data} --out {teacher}`)")
+    rows = select_rows([r.name for r in rows], rows)
+    keep = ([] if models_out is None else list(seeds[:1])) if save_seeds is None else list(save_seeds)
+    with tempfile.TemporaryDirectory(prefix="vae-audit-models-") as scratch:
+        runs = run_rows(data, seeds, Path(teacher), Path(models_out) if models_out else Path(scratch), rows,
+                        epochs, on_run, keep)
+    summary = summarize(runs)
+    out = Path(out)
+    atomic_write_text(out / "runs.csv", runs.to_csv(index=False))
+    atomic_write_text(out / "table.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "table.md", markdown_table(summary))
+    return summary
