@@ -41,11 +41,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from auditor.audit.pipeline import AuditRequest, run_audit  # noqa: E402
+from auditor.audit.pipeline import run_audit  # noqa: E402
+from auditor.audit.request import AuditRequest  # noqa: E402
 from auditor.sources.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from auditor.sources.datasets.dataset import to_unit_float  # noqa: E402
-from auditor.nets.base import build_model  # noqa: E402
-from auditor.teachers.pca_gmm import load_teacher  # noqa: E402
+from auditor.nets.registry import build_model  # noqa: E402
+from auditor.sources.teachers.files import load_teacher  # noqa: E402
 
 BETA = 2.0
 

@@ -7,8 +7,10 @@ import json
 import pytest
 
 from auditor.cli.app import main
-from auditor.sources.datasets.dataset import open_dataset
-from auditor.teachers.fit import dataset_features, fit_pca_gmm, save_teacher
+from auditor.sources.datasets.registry import open_dataset
+from auditor.sources.datasets.features import dataset_features
+from auditor.sources.teachers.files import save_teacher
+from auditor.teachers.fit import fit_pca_gmm
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import torch
 
 from auditor.certificate.state import CertificateState
 from auditor.sources.checkpoint import save_checkpoint
-from auditor.audit.stream import PassPlan
-from auditor.nets.base import build_model
+from auditor.audit.plan import PassPlan
+from auditor.nets.registry import build_model
 from auditor.teachers.pca_gmm import teacher_from_dict
 from auditor.sources.arrays import InMemoryArray
 from auditor.certificate.witness import WitnessSpec

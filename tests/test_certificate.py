@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from auditor.certificate.state import CertificateState, decide
+from auditor.certificate.state import CertificateState
+from auditor.certificate.verdict import decide
 from auditor.errors import AuditInputError
 from auditor.certificate.witness import WitnessSpec, analytic_code
 

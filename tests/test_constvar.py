@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
 from auditor.cli.app import main
 from auditor.errors import AuditInputError
-from auditor.nets.base import build_model
+from auditor.nets.registry import build_model
 
 from . import reference as ref
 from .certify_fixtures import D, K, data_x, teacher_arrays, write_teacher

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 from sklearn.datasets import load_digits
 
-from auditor.sources.datasets.dataset import DATASETS, Dataset, InputRecord, open_dataset, to_unit_float
+from auditor.sources.datasets.dataset import Dataset, to_unit_float
+from auditor.sources.datasets.registry import DATASETS, open_dataset
+from auditor.sources.hashing import InputRecord
 from auditor.errors import AuditInputError
 from auditor.sources.arrays import FileRows
 

@@ -12,8 +12,9 @@ from hypothesis.extra.numpy import arrays
 from auditor.cli.app import main
 from auditor.certificate.design import design_summary, design_table, recommend_beta, teacher_energy
 from auditor.errors import AuditInputError
-from auditor.teachers.pca_gmm import load_teacher
-from auditor.teachers.fit import dataset_features, teacher_probabilities
+from auditor.sources.teachers.files import load_teacher
+from auditor.sources.datasets.features import dataset_features
+from auditor.teachers.fit import teacher_probabilities
 
 from . import reference as ref
 from .test_teacher_fit import assert_usage_error, run_cli
@@ -129,7 +130,7 @@ def test_design_command_prints_the_numbers_and_writes_the_path(digits_teacher, t
     code, out, err = run_cli(["design", "--teacher", str(digits_teacher), "--data", "digits", "--split", "test",
                               "--beta", "2", "--latent-dim", "8", "--energy-budget", "5", "--csv", str(csv)], capsys)
     assert code == 0, err
-    from auditor.sources.datasets.dataset import open_dataset
+    from auditor.sources.datasets.registry import open_dataset
 
     x = dataset_features(open_dataset("digits", "test"))
     p = teacher_probabilities(load_teacher(digits_teacher), x)
@@ -170,7 +171,7 @@ def test_design_with_a_trusted_program_teacher(tmp_path, capsys):
     assert_usage_error(argv, capsys, "--trust-teacher-code")
     code, out, err = run_cli([*argv, "--trust-teacher-code"], capsys)
     assert code == 0, err
-    from auditor.sources.datasets.dataset import open_dataset
+    from auditor.sources.datasets.registry import open_dataset
 
     x = open_dataset("digits", "test").read(0, 360).astype(np.float64)
     logits = x @ linear.weight.detach().double().numpy().T + linear.bias.detach().double().numpy()

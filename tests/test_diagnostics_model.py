@@ -15,9 +15,9 @@ from torch import nn
 
 from auditor.sources.checkpoint import save_checkpoint
 from auditor.cli.app import main
-from auditor.audit.diagnostics import (decoder_jacobian, decoder_mean, evenly_spaced_rows, identifiability_probe,
-                                       ima_contrast, mutual_information, self_consistency_data, self_consistency_latent)
-from auditor.nets.base import build_model
+from auditor.audit.diagnostics import decoder_jacobian, evenly_spaced_rows, identifiability_probe, ima_contrast, mutual_information, self_consistency_data, self_consistency_latent
+from auditor.nets.likelihood import decoder_mean
+from auditor.nets.registry import build_model
 
 from .certify_fixtures import D, K, data_x, write_teacher
 

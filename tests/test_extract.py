@@ -12,18 +12,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.audit import batch_size as batching
-
-from auditor.audit import stream as extract
-
-from auditor.audit import helper_threads
-from auditor.audit.pipeline import AuditRequest, run_audit
+from auditor.audit import batch_size, helper_threads, memory, prefetch, transfer, update_worker
+from auditor.audit.pipeline import run_audit
+from auditor.audit.request import AuditRequest
 from auditor.certificate.state import nonfinite_rows
 from auditor.cli.app import main as cli_main
 from auditor.errors import AuditInputError
-from auditor.audit.stream import PassPlan, host_batches, run_pass
+from auditor.audit.plan import PassPlan
+from auditor.audit.prefetch import host_batches
+from auditor.audit.stream import run_pass
 from auditor.reports.progress import BatchProgress, progress_wanted
-from auditor.sources.arrays import InMemoryArray
+from auditor.sources.arrays import InMemoryArray, row_ranges
 
 from . import pass_fixtures as fx
 from . import reference as ref
@@ -55,7 +54,7 @@ def test_pass_matches_plain_numpy_formulas():
 
 def test_prefetching_yields_the_plain_loops_batches():
     x = fx.inputs(53)
-    ranges = list(extract.row_ranges(0, 53, 10))
+    ranges = list(row_ranges(0, 53, 10))
     plain = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=False))
     ahead = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=True))
     assert [(b.begin, b.end) for b in ahead] == [(b.begin, b.end) for b in plain] == ranges
@@ -72,7 +71,7 @@ def test_prefetched_pass_gives_identical_state():
 
 
 def test_update_worker_gives_the_in_line_state(monkeypatch):
-    monkeypatch.setattr(extract, "UPDATE_CHUNK_ROWS", 1)  # every batch a chunk of its own
+    monkeypatch.setattr(update_worker, "UPDATE_CHUNK_ROWS", 1)  # every batch a chunk of its own
     x = fx.inputs(157)
     pipelined, _ = run(fx.plan(x), 16, pipeline=True)
     in_line, _ = run(fx.plan(x), 16, pipeline=False)
@@ -93,7 +92,7 @@ class _RecordingState(type(fx.fresh_state())):
 
 @pytest.mark.parametrize("with_view", [False, True])
 def test_update_worker_applies_consecutive_batches_in_chunks(monkeypatch, with_view):
-    monkeypatch.setattr(extract, "UPDATE_CHUNK_ROWS", 40)
+    monkeypatch.setattr(update_worker, "UPDATE_CHUNK_ROWS", 40)
     x = fx.inputs(157)
     recorded = _RecordingState(fx.SPEC) if not with_view else None
     pipelined, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=True, state=recorded)
@@ -168,7 +167,7 @@ def test_reader_error_reaches_the_caller_and_the_thread_ends():
 
 def test_consumer_error_stops_the_reader_thread():
     before = threading.active_count()
-    batches = host_batches({"x": InMemoryArray(fx.inputs(100))}, list(extract.row_ranges(0, 100, 5)))
+    batches = host_batches({"x": InMemoryArray(fx.inputs(100))}, list(row_ranges(0, 100, 5)))
     next(batches)
     batches.close()  # what a `for` loop does when its body raises
     assert threading.active_count() == before
@@ -234,7 +233,7 @@ def test_precision_and_batch_size_are_recorded_in_settings(tmp_path):
     settings = result.context["settings"]
     assert settings["precision"] == "bf16"
     assert settings["batch_size"] == "auto"
-    assert settings["batch_size_used"] == batching.cpu_batch_size((fx.D,))
+    assert settings["batch_size_used"] == batch_size.cpu_batch_size((fx.D,))
     assert settings["world_size"] == 1
 
 
@@ -346,9 +345,9 @@ def test_largest_fitting_batch_doubles_until_out_of_memory():
         if size > 3000:
             raise torch.OutOfMemoryError("out of memory")
 
-    assert batching.largest_fitting_batch(try_batch, 256, 65536) == 2048
+    assert memory.largest_fitting_batch(try_batch, 256, 65536) == 2048
     assert tried == [256, 512, 1024, 2048, 4096]
-    assert batching.largest_fitting_batch(lambda s: None, 256, 1000) == 1000  # capped (e.g. by N)
+    assert memory.largest_fitting_batch(lambda s: None, 256, 1000) == 1000  # capped (e.g. by N)
 
 
 def test_largest_fitting_batch_halves_when_the_first_probe_fails():
@@ -356,21 +355,21 @@ def test_largest_fitting_batch_halves_when_the_first_probe_fails():
         if size > 100:
             raise torch.OutOfMemoryError("out of memory")
 
-    assert batching.largest_fitting_batch(try_batch, 256, 65536) == 64
+    assert memory.largest_fitting_batch(try_batch, 256, 65536) == 64
 
 
 def test_cpu_rule_for_auto():
-    assert batching.cpu_batch_size((64,)) == batching.CPU_MAX_BATCH
-    assert batching.cpu_batch_size((3, 512, 512)) == batching.CPU_MIN_BATCH
-    assert batching.cpu_batch_size((3, 64, 64)) == (32 << 20) // (4 * 3 * 64 * 64)
+    assert batch_size.cpu_batch_size((64,)) == batch_size.CPU_MAX_BATCH
+    assert batch_size.cpu_batch_size((3, 512, 512)) == batch_size.CPU_MIN_BATCH
+    assert batch_size.cpu_batch_size((3, 64, 64)) == (32 << 20) // (4 * 3 * 64 * 64)
 
 
 def test_parse_batch_size():
-    assert batching.parse_batch_size("auto") == "auto"
-    assert batching.parse_batch_size("128") == 128
+    assert batch_size.parse_batch_size("auto") == "auto"
+    assert batch_size.parse_batch_size("128") == 128
     for bad in ("0", "-3", "1.5", "x"):
         with pytest.raises(AuditInputError):
-            batching.parse_batch_size(bad)
+            batch_size.parse_batch_size(bad)
 
 
 # ---------------------------------------------------------------------------- progress
@@ -514,10 +513,10 @@ def test_cuda_copies_run_one_batch_ahead_and_compute_waits_for_its_own_copy(monk
         moved.record_stream = lambda stream: recorded.append((int(tensor[0, 0]), stream.name))
         return moved
 
-    monkeypatch.setattr(extract, "_copy_to", fake_copy)
-    host = [extract.Batch(i, i + 1, {"x": torch.full((1, 2), float(i))}) for i in range(3)]
+    monkeypatch.setattr(transfer, "copy_to", fake_copy)
+    host = [prefetch.Batch(i, i + 1, {"x": torch.full((1, 2), float(i))}) for i in range(3)]
     order = []
-    for begin, end, batch, _ in extract.device_batches(iter(host), torch.device("cuda"), cuda=fake):
+    for begin, end, batch, _ in transfer.device_batches(iter(host), torch.device("cuda"), cuda=fake):
         order.append(begin)
         fake.log.append(("compute", begin))
         assert int(batch["x"][0, 0]) == begin
@@ -548,26 +547,26 @@ def test_pinned_host_batches_for_cuda(monkeypatch):
 def test_auto_batch_size_on_cuda_probes_the_real_work_until_out_of_memory(monkeypatch):
     # The CUDA probe, run on the CPU: copies are identities, synchronize is a no-op, and the
     # encoder runs out of memory above 700 rows.
-    monkeypatch.setattr(extract, "_copy_to", lambda tensor, device: tensor)
+    monkeypatch.setattr(transfer, "copy_to", lambda tensor, device: tensor)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     small = _SmallMemoryEncoder(fx.encoder(), limit=700)
     plan = fx.plan(fx.inputs(3000), enc=small)
-    size = batching.auto_batch_size(plan, fx.fresh_state, torch.device("cuda"), (fx.D,))
+    size = batch_size.auto_batch_size(plan, fx.fresh_state, torch.device("cuda"), (fx.D,))
     assert size == 512
     assert small.refused == [1024]
-    capped = batching.auto_batch_size(fx.plan(fx.inputs(300)), fx.fresh_state, torch.device("cuda"), (fx.D,))
+    capped = batch_size.auto_batch_size(fx.plan(fx.inputs(300)), fx.fresh_state, torch.device("cuda"), (fx.D,))
     assert capped == 300  # never more than N
 
 
 def test_update_worker_only_with_a_spare_core(monkeypatch):
     started = []
-    original = extract._UpdateWorker.__init__
+    original = update_worker.UpdateWorker.__init__
 
     def spy(self, state):
         started.append(True)
         original(self, state)
 
-    monkeypatch.setattr(extract._UpdateWorker, "__init__", spy)
+    monkeypatch.setattr(update_worker.UpdateWorker, "__init__", spy)
     monkeypatch.setattr(helper_threads, "spare_core", lambda: False)
     run(fx.plan(fx.inputs(20)), 8)
     assert started == []
@@ -620,7 +619,7 @@ def test_the_hashing_thread_steps_back_too(monkeypatch, tmp_path):
                         lambda: called_from.append(threading.current_thread().name))
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
-    with hashing_in_background():
+    with hashing_in_background(helper_threads.yield_to_forward_passes):  # what run_audit passes
         digest = resolve_digest(sha256_file(path))
     assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert len(called_from) == 1 and called_from[0].startswith("audit-hash")

@@ -12,7 +12,7 @@ from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
 from auditor.cli.app import main
 from auditor.errors import AuditInputError
 from auditor.nets.lidvae import ICNN, LIDVAE, orthonormal_columns
-from auditor.nets.base import build_model
+from auditor.nets.registry import build_model
 
 from .certify_fixtures import D, K, data_x, write_teacher
 from .method_fixtures import digits_teacher, train_and_certify  # noqa: F401 (fixture)
@@ -137,8 +137,8 @@ def test_method_trains_on_digits_and_certifies_through_the_cli(method, certified
 
 
 def test_decoder_hyper_parameters_come_from_the_config_extra_and_are_checked():
-    from auditor.training.trainer import TrainConfig, resolve_config
-    from auditor.training.methods.base import get_method
+    from auditor.training.config import TrainConfig, resolve_config
+    from auditor.training.methods.registry import get_method
 
     cfg = resolve_config(TrainConfig(method="lidvae", extra={"convexity": 1.0, "singular_values": [1.0, 4.0]}), None)
     arch = get_method("lidvae").architecture(cfg, (D,))
@@ -150,7 +150,7 @@ def test_decoder_hyper_parameters_come_from_the_config_extra_and_are_checked():
 
 
 def test_lidvae_method_refuses_another_architecture_flag():
-    from auditor.training.trainer import TrainConfig, resolve_config
+    from auditor.training.config import TrainConfig, resolve_config
 
     with pytest.raises(AuditInputError, match="drop --arch conv"):
         resolve_config(TrainConfig(method="lidvae", arch="conv"), None)

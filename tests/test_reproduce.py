@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from auditor.sources.checkpoint import load_checkpoint
-from auditor.sources.datasets.dataset import open_dataset
+from auditor.sources.datasets.registry import open_dataset
 from auditor.sources.hashing import sha256_file
 from auditor.training.reproduce import DEFAULT_ROWS, METRICS, Row, select_rows, summarize
-from auditor.teachers.fit import fit_pca_gmm, save_teacher
+from auditor.sources.teachers.files import save_teacher
+from auditor.teachers.fit import fit_pca_gmm
 
 from .cli_run import run
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from auditor.cli.app import main
-from auditor.sources.datasets.dataset import open_dataset
+from auditor.sources.datasets.registry import open_dataset
 from auditor.errors import AuditInputError
-from auditor.teachers.pca_gmm import TEACHER_FORMAT, load_teacher
-from auditor.teachers.fit import dataset_features, fit_pca_gmm, teacher_probabilities
+from auditor.sources.teachers.files import load_teacher
+from auditor.teachers.pca_gmm import TEACHER_FORMAT
+from auditor.sources.datasets.features import dataset_features
+from auditor.teachers.fit import fit_pca_gmm, teacher_probabilities
 from auditor.teachers.search import holdout_split, search_teachers
 
 from . import reference as ref

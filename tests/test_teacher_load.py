@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from auditor.errors import AuditInputError
-from auditor.teachers.pca_gmm import TEACHER_FORMAT, load_teacher, teacher_from_dict
+from auditor.sources.teachers.files import load_teacher
+from auditor.teachers.pca_gmm import TEACHER_FORMAT, teacher_from_dict
 
 from .test_teacher_fit import assert_usage_error
 

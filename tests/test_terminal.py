@@ -13,7 +13,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from auditor.reports.markdown import print_summary
+from auditor.reports.terminal import print_summary
 
 from .report_fixtures import certify, run_cli, write_inputs
 

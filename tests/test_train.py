@@ -15,12 +15,16 @@ from safetensors.torch import load_file
 
 from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
 from auditor.cli.app import main
-from auditor.sources.datasets.dataset import open_dataset
+from auditor.sources.datasets.registry import open_dataset
 from auditor.sources.hashing import sha256_file
-from auditor.nets.base import build_model
-from auditor.teachers.fit import fit_pca_gmm, save_teacher
-from auditor.training.trainer import TrainConfig, prefit_targets
-from auditor.training.methods.base import METHODS, alignment_loss, get_method, prior_kl_per_dim, reconstruction_nll
+from auditor.nets.registry import build_model
+from auditor.sources.teachers.files import save_teacher
+from auditor.teachers.fit import fit_pca_gmm
+from auditor.training.config import TrainConfig
+from auditor.training.trainer import prefit_targets
+from auditor.nets.likelihood import reconstruction_nll
+from auditor.training.losses import alignment_loss, prior_kl_per_dim
+from auditor.training.methods.registry import METHODS, get_method
 from auditor.certificate.witness import WitnessSpec, witness_matrix
 
 from . import reference as ref
@@ -78,7 +82,7 @@ def test_monitor_margin_matches_numpy_reference(aligned, teacher):
     ckpt = load_checkpoint(aligned)
     train = open_dataset("digits", "train")
     x = torch.from_numpy(train.read(0, train.num_samples))
-    from auditor.teachers.pca_gmm import load_teacher
+    from auditor.sources.teachers.files import load_teacher
 
     p = load_teacher(teacher)(x).numpy()
     with torch.no_grad():

@@ -26,16 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..nets.likelihood import LIKELIHOOD_MEANS, decoder_mean, reconstruction_nll
+from ..sources.arrays import row_ranges
 from ..sources.datasets.dataset import to_unit_float
-from .stream import PassPlan, encode_means, row_ranges
-from ..training.methods.base import reconstruction_nll
+from ..sources.models.encode import encode_means
+from .plan import PassPlan
 
 MAX_SAMPLES = 512
 SEED = 0
 CHUNK = 128  # rows per decoder/Jacobian evaluation
 JACOBIAN_FLOATS = 1 << 24
 IMA_MAX_SAMPLES = 128
-LIKELIHOOD_MEANS = {"bernoulli": torch.sigmoid, "gaussian": lambda out: out}
 
 
 # --------------------------------------------------------------------------- the formulas
@@ -55,11 +56,6 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tens
         log_qz = torch.logsumexp(log_density, dim=1) - math.log(b)
         total += float(neg_entropy - log_qz.mean()) * b
     return total / n
-
-
-def decoder_mean(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """E[x | z] under the model's likelihood, flattened to (B, D)."""
-    return LIKELIHOOD_MEANS[model.likelihood](model.decode(z)).reshape(z.shape[0], -1)
 
 
 def encoder_means(model: nn.Module, x_flat: torch.Tensor, input_shape) -> torch.Tensor:

@@ -5,7 +5,7 @@ version, a missing or mistyped key, or numbers that contradict each other — Ĝ
 verdict that does not follow from the LCB and δ, view-gap fields that disagree with the margin —
 raise :class:`AuditInputError` (exit 2), so an edited file is never shown as if it were fine.
 Every identity checked here holds to float64 rounding for a certificate written by
-:func:`auditor.report.certificate_dict`; the tolerance is :data:`TOLERANCE` (relative to the
+:func:`auditor.certificate.document.certificate_dict`; the tolerance is :data:`TOLERANCE` (relative to the
 size of the numbers, absolute below 1).
 """
 
@@ -16,9 +16,9 @@ import math
 import re
 from pathlib import Path
 
-from .state import confidence_z
 from ..errors import AuditInputError
-from ..reports.markdown import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
+from .document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
+from .numbers import confidence_z
 
 TOLERANCE = 1e-9
 VERDICTS = ("certified", "not_certified")

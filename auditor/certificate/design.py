@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .state import PATH_PROB_FLOOR, CertificateState, teacher_information
 from ..errors import AuditInputError
+from .numbers import PATH_PROB_FLOOR
+from .state import CertificateState
 from .witness import WitnessSpec, analytic_code, analytic_energy, centered_log
 
 PROB_FLOOR = PATH_PROB_FLOOR  # 1e-12, one constant with the certificate's own margin–energy path
@@ -49,6 +50,21 @@ def teacher_energy(p) -> float:
     """E_T = (1/N) Σ ‖ℓ(max(p_i, PROB_FLOOR))‖², with ℓ the centred log (witness.centered_log)."""
     ell = centered_log(floored(checked_probabilities(p)))
     return float((ell * ell).sum(axis=1).mean())
+
+
+def teacher_information(p) -> float:
+    """I_T = H(p̄) − (1/N) Σ H(p_i) of teacher rows ``p`` (N×K), computed by the certificate state.
+
+    I_T does not depend on the latent means, so the state is fed zero means on the smallest
+    witness for K classes; the entropies are the state's own, never a second copy of them.
+    """
+    p = torch.as_tensor(np.asarray(p, dtype=np.float64))
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise AuditInputError(f"teacher probabilities must be an N×K array with K >= 2, got shape {tuple(p.shape)}")
+    K = int(p.shape[1])
+    state = CertificateState(WitnessSpec(K, K - 1, 1.0))
+    state.update(torch.zeros((p.shape[0], K - 1), dtype=torch.float64), p)
+    return state.compute().teacher_information
 
 
 def prior_cost(mean_sq_centered_log: float, num_classes: int, beta: float) -> float:

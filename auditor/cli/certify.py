@@ -8,23 +8,15 @@ from typing import Optional
 
 import typer
 
-from ..audit.pipeline import AuditRequest, run_audit
 from ..audit.batch_size import parse_batch_size
-from .app import current_command
 from ..audit.distributed import is_main_process
-from ..errors import AuditInputError
+from ..audit.pipeline import run_audit
+from ..audit.request import AuditRequest
+from ..certificate.document import certificate_dict, certificate_json
 from ..reports.progress import BatchProgress, progress_wanted
-from ..reports.markdown import (RENDERERS, append_github_step_summary, certificate_dict, certificate_json, print_summary,
-                     write_reports)
-
-
-def parse_formats(value: str) -> list[str]:
-    formats = [f.strip().lower() for f in value.split(",") if f.strip()]
-    known = ["json", *RENDERERS]
-    unknown = [f for f in formats if f not in known]
-    if unknown:
-        raise AuditInputError(f"unknown --format {', '.join(unknown)} (known: {', '.join(known)})")
-    return formats
+from ..reports.terminal import print_summary
+from ..reports.writer import append_github_step_summary, parse_formats, write_reports
+from .invocation import current_command
 
 
 def default_out_dir(model: Optional[Path], latents: Optional[Path], arch: Optional[str]) -> Path:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..sources.datasets.registry import open_dataset
+from ..sources.teachers.files import save_teacher
+from ..teachers.fit import fit_pca_gmm
+from ..training.config import TrainConfig
+from ..training.run import train_to_file
 from .app import main as audit_main
-from ..sources.datasets.dataset import open_dataset
-from ..teachers.fit import fit_pca_gmm, save_teacher
-from ..training.trainer import TrainConfig, train_to_file
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,12 +8,12 @@ from typing import Optional
 
 import typer
 
-from ..sources.datasets.dataset import open_dataset
 from ..certificate.design import DEFAULT_ENERGY_BUDGET, design_summary, design_table
 from ..errors import AuditInputError
-from ..sources.hashing import atomic_write_text
-from ..teachers.pca_gmm import load_teacher
-from ..teachers.fit import dataset_probabilities
+from ..sources.atomic import atomic_write_text
+from ..sources.datasets.features import dataset_probabilities
+from ..sources.datasets.registry import open_dataset
+from ..sources.teachers.files import load_teacher
 
 
 def design(

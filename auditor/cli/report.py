@@ -1,6 +1,6 @@
 """``audit report certificate.json --format html,md,junit``: re-render reports without re-auditing.
 
-The certificate is checked first (:mod:`auditor.certificate_check`): an unknown schema or
+The certificate is checked first (:mod:`auditor.certificate.check`): an unknown schema or
 inconsistent numbers exit with code 2 and nothing is written. Exit 0 once the reports are written,
 whatever the verdict (the verdict's exit code belongs to ``audit certify``).
 """
@@ -14,7 +14,7 @@ import typer
 
 from ..certificate.check import load_certificate
 from ..errors import AuditInputError
-from ..reports.markdown import RENDERERS, write_reports
+from ..reports.writer import RENDERERS, write_reports
 
 
 def report(

@@ -9,12 +9,15 @@ from typing import Callable, Optional
 import numpy as np
 import typer
 
-from ..certificate.state import teacher_information
-from ..sources.datasets.dataset import Dataset, open_dataset
-from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, teacher_energy
+from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, teacher_energy, teacher_information
 from ..errors import AuditInputError
-from ..sources.hashing import atomic_write_text, sha256_file
-from ..teachers.fit import dataset_features, fit_pca_gmm, save_teacher, teacher_probabilities
+from ..sources.atomic import atomic_write_text
+from ..sources.datasets.dataset import Dataset
+from ..sources.datasets.features import dataset_features
+from ..sources.datasets.registry import open_dataset
+from ..sources.hashing import sha256_file
+from ..sources.teachers.files import save_teacher
+from ..teachers.fit import fit_pca_gmm, teacher_probabilities
 from ..teachers.search import DEFAULT_CLASSES, DEFAULT_HOLDOUT_EVERY, DEFAULT_RANKS, DEFAULT_TEMPERATURES, \
     holdout_split, require_choice, score_candidates, search_record
 

@@ -1,16 +1,19 @@
-"""``audit train``: the reference trainer (see :mod:`auditor.train` and :mod:`auditor.train_methods`)."""
+"""``audit train``: the reference trainer (see :mod:`auditor.training`)."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import typer
 
 from ..errors import AuditInputError
-from ..training.trainer import TrainConfig, monitor_csv_path, train_to_file
-from ..training.methods.base import METHODS, PROTOCOLS
+from ..reports.progress import epoch_progress
+from ..reports.rows import fmt
+from ..training.config import TrainConfig
+from ..training.methods.registry import METHODS
+from ..training.protocols import PROTOCOLS
+from ..training.run import monitor_csv_path, train_to_file
 
 
 def parse_int_list(value: Optional[str], flag: str) -> tuple[int, ...] | None:
@@ -24,34 +27,6 @@ def parse_int_list(value: Optional[str], flag: str) -> tuple[int, ...] | None:
     if not items or any(v < 1 for v in items):
         raise AuditInputError(f"{flag} must be comma-separated positive integers, got {value!r}")
     return items
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "—" if value is None or value != value else f"{value:.{digits}f}"
-
-
-@contextlib.contextmanager
-def epoch_progress(total: int, quiet: bool, label: str = "training") -> Iterator[Callable[[dict], None]]:
-    """A rich bar, one tick per epoch, showing loss, reconstruction, KL and the live margin.
-
-    Disabled with ``quiet`` or when stderr is not a terminal; yields the trainer's ``on_epoch``.
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[stats]}"), console=console,
-                        disable=quiet or not console.is_terminal, transient=False)
-    with progress:
-        task = progress.add_task(label, total=total, stats="")
-
-        def on_epoch(row: dict) -> None:
-            stats = (f"loss {_fmt(row['loss'], 2)} recon {_fmt(row['recon'], 2)} KL {_fmt(row['kl'], 2)} "
-                     f"margin {_fmt(row['margin'])}")
-            progress.update(task, completed=row["epoch"], stats=stats)
-
-        yield on_epoch
 
 
 def train(
@@ -100,7 +75,7 @@ def train(
         verdict = "certified" if last["certified"] else "not certified"
         print(f"wrote {out} and {monitor_csv_path(out)}: {result.epochs_run} epochs ({result.config.method}"
               f"{', protocol ' + result.config.protocol if result.config.protocol else ''}, stopped by {result.stopped_by}); "
-              f"training-data margin {last['margin']:.4f}, LCB {_fmt(last['margin_lcb'])} → {verdict} on {split}")
+              f"training-data margin {last['margin']:.4f}, LCB {fmt(last['margin_lcb'], 3)} → {verdict} on {split}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Reference architectures, built from the ``vae_audit.architecture`` JSON of a checkpoint.
+"""What every reference architecture shares: activations, likelihoods, architecture-JSON fields,
+Linear stacks and the :class:`ReferenceVAE` base.
 
 Each model exposes ``encode(x) -> (mu, logvar)`` (``logvar`` may be None for models that do not
 produce per-sample variances) and ``decode(z)``, which returns logits (bernoulli likelihood) or
@@ -8,7 +9,6 @@ so that other programs can write checkpoints we read.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -24,7 +24,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
-def _field(arch: dict, key: str, kind: type, where: str):
+def arch_field(arch: dict, key: str, kind: type, where: str):
     if key not in arch:
         raise AuditInputError(f"{where}: architecture has no {key!r}")
     value = arch[key]
@@ -37,20 +37,20 @@ def _field(arch: dict, key: str, kind: type, where: str):
     return value
 
 
-def _choice(arch: dict, key: str, options, default: str, where: str) -> str:
+def arch_choice(arch: dict, key: str, options, default: str, where: str) -> str:
     value = arch.get(key, default)
     if value not in options:
         raise AuditInputError(f"{where}: unknown {key} {value!r} (known: {', '.join(options)})")
     return value
 
 
-def _linear_stack(sizes: list[int]) -> nn.ModuleList:
+def linear_stack(sizes: list[int]) -> nn.ModuleList:
     # A ModuleList rather than nn.Sequential: the format numbers Linear layers consecutively
     # (encoder.0, encoder.1, …) with activations carrying no tensors and no index.
     return nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def _run_stack(layers: nn.ModuleList, h: torch.Tensor, activation) -> torch.Tensor:
+def run_stack(layers: nn.ModuleList, h: torch.Tensor, activation) -> torch.Tensor:
     for j, layer in enumerate(layers):
         h = layer(h)
         if j < len(layers) - 1:
@@ -68,49 +68,3 @@ class ReferenceVAE(nn.Module):
         self.likelihood = likelihood
         self.activation_name = activation
         self._act = ACTIVATIONS[activation]
-
-
-class MLPVAE(ReferenceVAE):
-    """The reference ``mlp`` VAE: flattened input, Linear layers, last encoder layer gives [μ, log σ²]."""
-
-    def __init__(self, input_shape, hidden, latent_dim, activation="relu", likelihood="bernoulli"):
-        super().__init__(input_shape, latent_dim, activation, likelihood)
-        D = math.prod(self.input_shape)
-        self.encoder = _linear_stack([D, *hidden, 2 * latent_dim])
-        self.decoder = _linear_stack([latent_dim, *reversed(hidden), D])
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = _run_stack(self.encoder, x.reshape(x.shape[0], -1), self._act)
-        return h[:, : self.latent_dim], h[:, self.latent_dim :]
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return _run_stack(self.decoder, z, self._act).reshape(z.shape[0], *self.input_shape)
-
-
-def _build_mlp(arch: dict, where: str) -> MLPVAE:
-    shape = _field(arch, "input_shape", list, where)
-    return MLPVAE(
-        input_shape=shape,
-        hidden=_field(arch, "hidden", list, where),
-        latent_dim=_field(arch, "latent_dim", int, where),
-        activation=_choice(arch, "activation", ACTIVATIONS, "relu", where),
-        likelihood=_choice(arch, "likelihood", LIKELIHOODS, "bernoulli", where),
-    )
-
-
-# name → builder(arch_json, where) ; new architectures register here.
-ARCHITECTURES: dict[str, Callable[[dict, str], nn.Module]] = {"mlp": _build_mlp}
-
-
-def build_model(arch: dict, where: str = "architecture") -> nn.Module:
-    if not isinstance(arch, dict):
-        raise AuditInputError(f"{where}: architecture must be a JSON object")
-    name = arch.get("name")
-    if name not in ARCHITECTURES:
-        raise AuditInputError(f"{where}: unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
-    return ARCHITECTURES[name](arch, where)
-
-
-# Architectures kept in their own modules register themselves into ARCHITECTURES when imported;
-# imported last because they build on the helpers above.
-from . import constvar, conv, lidvae  # noqa: E402,F401

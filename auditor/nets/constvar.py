@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import AuditInputError
-from .base import ACTIVATIONS, ARCHITECTURES, LIKELIHOODS, MLPVAE, _choice, _field, _linear_stack, _run_stack
+from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field, linear_stack, run_stack
+from .mlp import MLPVAE
 
 POSTERIOR_VARIANCE = "shared"
 
@@ -26,11 +27,11 @@ POSTERIOR_VARIANCE = "shared"
 class ConstVarVAE(MLPVAE):
     def __init__(self, input_shape, hidden, latent_dim, activation="relu", likelihood="gaussian"):
         super().__init__(input_shape, hidden, latent_dim, activation, likelihood)
-        self.encoder = _linear_stack([math.prod(self.input_shape), *hidden, latent_dim])
+        self.encoder = linear_stack([math.prod(self.input_shape), *hidden, latent_dim])
         self.posterior_logvar = nn.Parameter(torch.zeros(1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu = _run_stack(self.encoder, x.reshape(x.shape[0], -1), self._act)
+        mu = run_stack(self.encoder, x.reshape(x.shape[0], -1), self._act)
         # A sum rather than expand(): a view of the parameter would still require grad under no_grad.
         return mu, torch.zeros_like(mu) + self.posterior_logvar
 
@@ -40,12 +41,9 @@ def build_constvar(arch: dict, where: str) -> ConstVarVAE:
     if variance != POSTERIOR_VARIANCE:
         raise AuditInputError(f"{where}: const-var architecture needs \"posterior_variance\": \"shared\", got {variance!r}")
     return ConstVarVAE(
-        input_shape=_field(arch, "input_shape", list, where),
-        hidden=_field(arch, "hidden", list, where),
-        latent_dim=_field(arch, "latent_dim", int, where),
-        activation=_choice(arch, "activation", ACTIVATIONS, "relu", where),
-        likelihood=_choice(arch, "likelihood", LIKELIHOODS, "gaussian", where),
+        input_shape=arch_field(arch, "input_shape", list, where),
+        hidden=arch_field(arch, "hidden", list, where),
+        latent_dim=arch_field(arch, "latent_dim", int, where),
+        activation=arch_choice(arch, "activation", ACTIVATIONS, "relu", where),
+        likelihood=arch_choice(arch, "likelihood", LIKELIHOODS, "gaussian", where),
     )
-
-
-ARCHITECTURES["const-var"] = build_constvar

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import AuditInputError
-from .base import ACTIVATIONS, ARCHITECTURES, LIKELIHOODS, ReferenceVAE, _choice, _field
+from .base import ACTIVATIONS, LIKELIHOODS, ReferenceVAE, arch_choice, arch_field
 
 KERNEL, STRIDE, PADDING = 4, 2, 1
 
@@ -58,18 +58,15 @@ class ConvVAE(ReferenceVAE):
 
 
 def build_conv(arch: dict, where: str) -> ConvVAE:
-    shape = _field(arch, "input_shape", list, where)
-    channels = _field(arch, "channels", list, where)
+    shape = arch_field(arch, "input_shape", list, where)
+    channels = arch_field(arch, "channels", list, where)
     if len(shape) != 3:
         raise AuditInputError(f"{where}: conv architecture needs input_shape [C, H, W], got {shape}")
     scale = 2 ** len(channels)
     if shape[1] % scale or shape[2] % scale:
         raise AuditInputError(f"{where}: conv architecture with {len(channels)} stride-2 layers needs H and W divisible by {scale}, got {shape[1:]}")
     return ConvVAE(
-        input_shape=shape, channels=channels, latent_dim=_field(arch, "latent_dim", int, where),
-        activation=_choice(arch, "activation", ACTIVATIONS, "relu", where),
-        likelihood=_choice(arch, "likelihood", LIKELIHOODS, "bernoulli", where),
+        input_shape=shape, channels=channels, latent_dim=arch_field(arch, "latent_dim", int, where),
+        activation=arch_choice(arch, "activation", ACTIVATIONS, "relu", where),
+        likelihood=arch_choice(arch, "likelihood", LIKELIHOODS, "bernoulli", where),
     )
-
-
-ARCHITECTURES["conv"] = build_conv

@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import AuditInputError
-from .base import ACTIVATIONS, ARCHITECTURES, LIKELIHOODS, MLPVAE, _choice, _field
+from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field
+from .mlp import MLPVAE
 
 NEGATIVE_SLOPE = 0.2
 DEFAULTS = {"icnn_hidden": [64, 64], "convexity": 0.1, "singular_values": [0.25, 4.0]}
@@ -132,9 +133,9 @@ def _positive_number(arch: dict, key: str, where: str) -> float:
 
 
 def build_lidvae(arch: dict, where: str) -> LIDVAE:
-    shape = _field(arch, "input_shape", list, where)
-    latent_dim = _field(arch, "latent_dim", int, where)
-    icnn_hidden = _field({"icnn_hidden": DEFAULTS["icnn_hidden"], **arch}, "icnn_hidden", list, where)
+    shape = arch_field(arch, "input_shape", list, where)
+    latent_dim = arch_field(arch, "latent_dim", int, where)
+    icnn_hidden = arch_field({"icnn_hidden": DEFAULTS["icnn_hidden"], **arch}, "icnn_hidden", list, where)
     bounds = arch.get("singular_values", DEFAULTS["singular_values"])
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
             and 0 < bounds[0] < bounds[1] and math.isfinite(bounds[1])):
@@ -143,14 +144,11 @@ def build_lidvae(arch: dict, where: str) -> LIDVAE:
         raise AuditInputError(f"{where}: lidvae needs latent_dim ({latent_dim}) <= input size ({math.prod(shape)}) so that B is injective")
     return LIDVAE(
         input_shape=shape,
-        hidden=_field(arch, "hidden", list, where),
+        hidden=arch_field(arch, "hidden", list, where),
         latent_dim=latent_dim,
-        activation=_choice(arch, "activation", ACTIVATIONS, "relu", where),
-        likelihood=_choice(arch, "likelihood", LIKELIHOODS, "bernoulli", where),
+        activation=arch_choice(arch, "activation", ACTIVATIONS, "relu", where),
+        likelihood=arch_choice(arch, "likelihood", LIKELIHOODS, "bernoulli", where),
         icnn_hidden=icnn_hidden,
         convexity=_positive_number(arch, "convexity", where),
         singular_values=[float(b) for b in bounds],
     )
-
-
-ARCHITECTURES["lidvae"] = build_lidvae

@@ -1,0 +1,2 @@
+"""Renderers of a certificate: Markdown, HTML, JUnit, the terminal summary and progress bars.
+They read the certificate document and never decide anything."""

@@ -14,7 +14,9 @@ import html
 import io
 from pathlib import Path
 
-from .markdown import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, _fmt, summary_rows  # one number format for every report
+from ..certificate.document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE
+from .interface import ReportFormat
+from .rows import fmt, summary_rows  # one number format for every report
 
 TRAINING_COLUMNS = ("margin", "kl", "active_units")
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -43,7 +45,7 @@ def _table(header: list[str] | None, rows: list[list]) -> str:
     body = []
     for row in rows:
         cells = "".join(
-            f'<td class="num">{_e(_fmt(v))}</td>' if isinstance(v, (int, float)) or v is None else f"<td>{_e(v)}</td>"
+            f'<td class="num">{_e(fmt(v))}</td>' if isinstance(v, (int, float)) or v is None else f"<td>{_e(v)}</td>"
             for v in row
         )
         body.append(f"<tr>{cells}</tr>")
@@ -218,7 +220,7 @@ def _energy_path_section(cert: dict) -> str:
         return out[0] + "<p>This certificate records no margin–energy path (it was written by an older version).</p>"
     out.append(
         "<p>The analytic code μ*(p) reproduces the teacher exactly (margin I_T) at energy "
-        f"((K−1)/(Kβ²))·E_T = {_fmt(design['analytic_code_energy'])} with E_T = {_fmt(design['E_T'])}. Scaling it by "
+        f"((K−1)/(Kβ²))·E_T = {fmt(design['analytic_code_energy'])} with E_T = {fmt(design['E_T'])}. Scaling it by "
         "t runs from the uniform predictor (t = 0, margin H(p̄) − log K ≤ 0) to the teacher itself (t = 1): how much "
         "energy E‖μ‖² a code needs for a given margin on this audit set. The star is this model.</p>"
     )
@@ -289,3 +291,10 @@ def render_html(cert: dict) -> str:
         f"<title>VAE audit: {_e(verdict)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>VAE audit certificate</h1>{''.join(sections)}</body></html>\n"
     )
+
+
+class HtmlReport(ReportFormat):
+    name, filename = "html", "certificate.html"
+
+    def render(self, cert: dict) -> str:
+        return render_html(cert)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from .interface import ReportFormat
+
 SUITE = "vae-audit"
 
 
@@ -87,3 +89,10 @@ def render_junit(cert: dict) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+class JunitReport(ReportFormat):
+    name, filename = "junit", "certificate.junit.xml"
+
+    def render(self, cert: dict) -> str:
+        return render_junit(cert)

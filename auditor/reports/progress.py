@@ -1,9 +1,14 @@
-"""A progress bar over an audit's batches that appears only when the audit takes a while."""
+"""Progress on the terminal: a bar over an audit's batches that appears only when the audit takes
+a while, and one over a training run's epochs."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from typing import Callable, Iterator
+
+from .rows import fmt
 
 SHOW_AFTER_S = 1.0  # audits shorter than this never draw a bar
 
@@ -65,3 +70,27 @@ def progress_wanted(quiet: bool, *streams) -> bool:
     """A bar only when output goes to an interactive terminal (stdout and stderr), never with --quiet."""
     streams = streams or (sys.stdout, sys.stderr)
     return not quiet and all(getattr(stream, "isatty", lambda: False)() for stream in streams)
+
+
+@contextlib.contextmanager
+def epoch_progress(total: int, quiet: bool, label: str = "training") -> Iterator[Callable[[dict], None]]:
+    """A rich bar, one tick per epoch, showing loss, reconstruction, KL and the live margin.
+
+    Disabled with ``quiet`` or when stderr is not a terminal; yields the trainer's ``on_epoch``.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[stats]}"), console=console,
+                        disable=quiet or not console.is_terminal, transient=False)
+    with progress:
+        task = progress.add_task(label, total=total, stats="")
+
+        def on_epoch(row: dict) -> None:
+            stats = (f"loss {fmt(row['loss'], 2)} recon {fmt(row['recon'], 2)} KL {fmt(row['kl'], 2)} "
+                     f"margin {fmt(row['margin'], 3)}")
+            progress.update(task, completed=row["epoch"], stats=stats)
+
+        yield on_epoch

@@ -17,7 +17,7 @@ import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -273,3 +273,16 @@ def read_whole(path: str | Path, name: str, required: bool = True) -> np.ndarray
     if reader is None:
         return None
     return np.asarray(reader.read(0, reader.shape[0] if reader.shape else 0))
+
+
+def row_ranges(start: int, stop: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    """[begin, end) ranges of at most ``batch_size`` rows covering [start, stop), in order."""
+    for begin in range(start, stop, batch_size):
+        yield begin, min(begin + batch_size, stop)
+
+
+def first_rows(reader: ArrayReader, limit: int | None) -> ArrayReader:
+    """The first ``limit`` rows of ``reader`` (all of them for None), still read lazily."""
+    if limit is None or reader.shape[0] <= limit:
+        return reader
+    return FirstRows(reader, limit)

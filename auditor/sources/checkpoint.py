@@ -11,9 +11,9 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..errors import AuditInputError
-from .hashing import atomic_write_bytes
-from ..nets.base import build_model
+from ..nets.registry import build_model
 from .arrays import safetensors_metadata
+from .atomic import atomic_write_bytes
 
 FORMAT_VERSION = "1"
 KEY_FORMAT, KEY_ARCH, KEY_WITNESS, KEY_TRAINING = (

@@ -1,13 +1,21 @@
-"""File helpers shared by every writer and reader: hashing and atomic writes."""
+"""The sha256 of every file an audit reads, and the record of it that the certificate lists.
+
+Hashing can run on a background thread during the pass (:func:`hashing_in_background`), and is
+skipped on torchrun ranks that write no report (:func:`hashing_skipped`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import AuditInputError
 
 # Ranks other than 0 of a distributed audit write no report, so they need no input hashes.
 HASH_SKIPPED = "not hashed on this rank"
@@ -54,8 +62,6 @@ class PendingDigest:
         self.path, self._future = path, future
 
     def result(self) -> str:
-        from ..errors import AuditInputError
-
         try:
             return self._future.result()
         except OSError as exc:
@@ -68,14 +74,8 @@ def resolve_digest(value) -> str:
 
 
 class _BackgroundHasher:
-    def __init__(self):
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
-        from ..audit import helper_threads
-
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash",
-                                       initializer=helper_threads.yield_to_forward_passes)
+    def __init__(self, thread_setup: Callable[[], None] | None):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash", initializer=thread_setup)
         self.cancelled = threading.Event()
 
     def submit(self, path, chunk_size: int) -> PendingDigest:
@@ -87,13 +87,14 @@ class _BackgroundHasher:
 
 
 @contextlib.contextmanager
-def hashing_in_background():
+def hashing_in_background(thread_setup: Callable[[], None] | None = None):
     """Within this block sha256_file starts hashing on a worker thread and returns at once.
 
     Hashing a large data set then overlaps the audit pass instead of preceding it; whatever
-    needs the digests calls :func:`resolve_digest` before the block ends.
+    needs the digests calls :func:`resolve_digest` before the block ends. ``thread_setup`` runs
+    first on the hashing thread (the audit lowers that thread's priority with it).
     """
-    hasher = _BackgroundHasher()
+    hasher = _BackgroundHasher(thread_setup)
     token = _BACKGROUND.set(hasher)
     try:
         yield
@@ -102,35 +103,15 @@ def hashing_in_background():
         hasher.close()
 
 
-def _new_file_mode() -> int:
-    umask = os.umask(0)  # reading the umask means setting it; done once, at import
-    os.umask(umask)
-    return 0o666 & ~umask
+@dataclass(frozen=True)
+class InputRecord:
+    """One file (or built-in source) an audit read, as the certificate lists it."""
+
+    role: str  # e.g. "data", "teacher-data", "model"
+    path: str  # the file path, or "builtin:<name>"
+    sha256: "str | PendingDigest"  # a PendingDigest while it is computed in the background
 
 
-_NEW_FILE_MODE = _new_file_mode()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place.
-
-    A reader (or an interrupted run) never sees a half-written file: either the old
-    content or the new one.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp makes 0600 files; reports and checkpoints are for sharing
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def file_record(role: str, path: str | os.PathLike) -> InputRecord:
+    """The record of one file read in ``role``, its sha256 computed (or started) now."""
+    return InputRecord(role=role, path=str(path), sha256=sha256_file(path))

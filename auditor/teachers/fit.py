@@ -1,33 +1,20 @@
-"""Fitting the unsupervised PCA → diagonal-GMM teacher with scikit-learn, and running it on data.
+"""Fitting the unsupervised PCA → diagonal-GMM teacher with scikit-learn, on an N×D float matrix.
 
-The teacher is fitted on the same [0, 1] float inputs the audit pass feeds it
-(:func:`auditor.data.to_unit_float` of the stored samples, flattened), so a teacher fitted here
-and one run by ``audit certify`` see identical numbers.
+Callers pass the same [0, 1] float inputs the audit pass feeds the teacher
+(:func:`auditor.sources.datasets.features.dataset_features`), so a teacher fitted here and one run
+by ``audit certify`` see identical numbers.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 
 import numpy as np
 import torch
 
-from ..sources.datasets.dataset import Dataset, to_unit_float
 from ..errors import AuditInputError
-from ..sources.hashing import atomic_write_bytes
 from .pca_gmm import PcaGmmTeacher
-
-
-def dataset_features(dataset: Dataset) -> np.ndarray:
-    """All samples of ``dataset`` as an N×D float64 matrix of the audit pass's [0, 1] inputs."""
-    x = to_unit_float(torch.from_numpy(dataset.read(0, dataset.num_samples)))
-    x = x.reshape(x.shape[0], -1).to(torch.float64).numpy()
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise AuditInputError(f"data set {dataset.spec!r} contains NaN or inf in {bad} samples")
-    return x
 
 
 def check_teacher_shape(rank: int, num_classes: int, num_samples: int, input_dim: int) -> None:
@@ -115,24 +102,3 @@ def teacher_probabilities(teacher: torch.nn.Module, x: np.ndarray, batch_size: i
     rows = [teacher(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
             for i in range(0, len(x), batch_size)]
     return torch.cat(rows).to(torch.float64).numpy()
-
-
-@torch.no_grad()
-def dataset_probabilities(teacher: torch.nn.Module, dataset: Dataset, batch_size: int = 4096) -> np.ndarray:
-    """T(·|x) on every sample of ``dataset``, fed exactly as the audit pass feeds it: the stored
-    sample shape, converted by :func:`to_unit_float` (so a torch.export teacher sees float32)."""
-    rows = []
-    for start in range(0, dataset.num_samples, batch_size):
-        x = to_unit_float(torch.from_numpy(dataset.read(start, start + batch_size)))
-        rows.append(teacher(x).to(torch.float64))
-    p = torch.cat(rows).numpy()
-    if not np.isfinite(p).all():
-        raise AuditInputError(f"the teacher's probabilities on {dataset.spec!r} contain NaN or inf (non-finite inputs?)")
-    return p
-
-
-def save_teacher(teacher: PcaGmmTeacher, path) -> None:
-    """Write ``teacher.pt`` (exactly the DESIGN §3 dict) atomically."""
-    buffer = io.BytesIO()
-    torch.save(teacher.to_dict(), buffer)
-    atomic_write_bytes(path, buffer.getvalue())

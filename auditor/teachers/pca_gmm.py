@@ -1,27 +1,17 @@
-"""Teachers: the frozen posterior T(·|x) that the certificate measures the witness against.
+"""The PCA → diagonal-GMM teacher: the module computing T(·|x), and the ``teacher.pt`` dict it is
+saved as (DESIGN §3), validated field by field before a module is built from it.
 
-Three sources (DESIGN §3):
-- ``teacher.pt`` of kind ``pca-gmm``, loaded with ``torch.load(weights_only=True)`` only, so a
-  file of arbitrary pickled objects is refused before anything in it runs;
-- a torch.export program (``.pt2``) mapping x to logits. Loading one unpickles it, which can run
-  code, so it is accepted only when the caller says it trusts the file;
-- precomputed probabilities (an N×K array ``probs``), handled by :func:`read_probabilities`.
+Reading and writing the file itself is :mod:`auditor.sources.teachers.files`.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
-import re
-import warnings
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import AuditInputError
-from ..sources.arrays import ArrayReader, open_array
 
 TEACHER_FORMAT = "vae-audit-teacher/1"
 PCA_GMM_KEYS = ("pca_mean", "pca_components", "log_weights", "means", "variances", "temperature")
@@ -70,60 +60,6 @@ class PcaGmmTeacher(nn.Module):
         }
 
 
-class ProgramTeacher(nn.Module):
-    """A trusted torch.export program that maps x to logits; probabilities by softmax in float64."""
-
-    kind = "torch-export"
-
-    def __init__(self, module: nn.Module, num_classes: int, input_dim: int | None):
-        super().__init__()
-        self.module = module
-        self.num_classes = num_classes
-        self.input_dim = input_dim
-
-    def train(self, mode: bool = True) -> "ProgramTeacher":
-        # An exported program has no train/eval modes (it refuses .train()); it runs as exported.
-        self.training = mode
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.module(x)
-        return torch.softmax(logits.to(torch.float64), dim=1)
-
-
-def load_teacher(path: str | Path, trust_code: bool = False, input_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """Load ``teacher.pt`` (pca-gmm) or, when ``trust_code``, a ``.pt2`` torch.export program."""
-    path = Path(path)
-    if not path.is_file():
-        raise AuditInputError(f"{path}: no such teacher file")
-    if path.suffix.lower() == ".pt2":
-        return _load_program(path, trust_code, input_shape)
-    return teacher_from_dict(_load_weights_only(path), str(path))
-
-
-def _refusal_reason(exc: Exception) -> str:
-    """The unsupported global named in torch's weights-only error, e.g. ``posix.system``."""
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-    return f"a pickled {match.group(1)}" if match else "pickled objects"
-
-
-def _load_weights_only(path: Path) -> dict:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise AuditInputError(
-            f"{path}: refused to load: the file holds {_refusal_reason(exc)}, not only tensors and plain values "
-            "(teachers are read with torch.load(weights_only=True); nothing in the file was run)"
-        ) from None
-    except Exception as exc:  # corrupt bytes make the weights-only reader raise IndexError, KeyError, struct.error …
-        raise AuditInputError(f"{path}: not a readable torch file (truncated or corrupt: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})") from None
-    if not isinstance(obj, dict):
-        raise AuditInputError(f"{path}: a teacher file must hold a dict, found {type(obj).__name__}")
-    return obj
-
-
 def teacher_from_dict(obj: dict, where: str = "teacher") -> PcaGmmTeacher:
     """Validate a teacher dict of DESIGN §3 and build the module."""
     if obj.get("format") != TEACHER_FORMAT:
@@ -160,38 +96,3 @@ def teacher_from_dict(obj: dict, where: str = "teacher") -> PcaGmmTeacher:
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise AuditInputError(f"{where}: teacher temperature must be a finite number > 0, got {obj['temperature']!r}")
     return PcaGmmTeacher(temperature=float(temperature), **arrays)
-
-
-def _load_program(path: Path, trust_code: bool, input_shape: tuple[int, ...] | None) -> ProgramTeacher:
-    if not trust_code:
-        raise AuditInputError(
-            f"{path}: refused: a .pt2 program is unpickled when loaded and can run code; "
-            "pass --trust-teacher-code only for a file you trust"
-        )
-    try:
-        module = torch.export.load(str(path)).module()
-    except Exception as exc:  # torch.export raises many types for foreign or truncated files
-        raise AuditInputError(f"{path}: not a loadable torch.export program ({type(exc).__name__})") from None
-    if input_shape is None:
-        raise AuditInputError(f"{path}: a .pt2 teacher needs input data to run on")
-    with torch.no_grad():
-        try:
-            logits = module(torch.zeros((1, *input_shape), dtype=torch.float32))
-        except Exception as exc:
-            raise AuditInputError(
-                f"{path}: the teacher program does not accept a batch of inputs of shape {tuple(input_shape)} "
-                f"({type(exc).__name__}); export it with a dynamic batch dimension"
-            ) from None
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] < 2:
-        raise AuditInputError(f"{path}: the teacher program must return logits of shape (batch, K) with K >= 2")
-    return ProgramTeacher(module, int(logits.shape[1]), int(np.prod(input_shape)))
-
-
-def open_probabilities(path: str | Path, name: str = "probs") -> ArrayReader:
-    """Precomputed teacher probabilities, an N×K array (validated row by row during the audit)."""
-    reader = open_array(path, name)
-    if len(reader.shape) != 2 or reader.shape[1] < 2:
-        raise AuditInputError(f"{path}: {name!r} must be an N×K array with K >= 2, found shape {reader.shape}")
-    if np.dtype(reader.dtype).kind != "f":
-        raise AuditInputError(f"{path}: {name!r} must hold floating-point probabilities, found {reader.dtype}")
-    return reader

@@ -20,9 +20,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..certificate.state import teacher_information
 from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, PROB_FLOOR, check_beta, check_energy_budget, \
-    prior_cost, recommend_beta, teacher_energy
+    prior_cost, recommend_beta, teacher_energy, teacher_information
 from ..errors import AuditInputError
 from .pca_gmm import PcaGmmTeacher
 from .fit import check_teacher_shape, check_temperature, fit_gmm_on_scores, fit_pca, \

@@ -23,15 +23,20 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from ..audit.pipeline import AuditRequest, run_audit
-from ..sources.checkpoint import load_checkpoint
-from ..sources.datasets.dataset import open_dataset, to_unit_float
 from ..audit.diagnostics import headline_numbers
+from ..audit.pipeline import run_audit
+from ..audit.request import AuditRequest
 from ..errors import AuditInputError
-from ..audit.stream import encode_means, row_ranges
-from ..sources.hashing import atomic_write_text, sha256_file
-from .trainer import TrainConfig, load_training_data, train_and_save
-from .methods.base import reconstruction_nll
+from ..nets.likelihood import reconstruction_nll
+from ..sources.arrays import row_ranges
+from ..sources.atomic import atomic_write_text
+from ..sources.checkpoint import load_checkpoint
+from ..sources.datasets.dataset import to_unit_float
+from ..sources.datasets.registry import open_dataset
+from ..sources.hashing import sha256_file
+from ..sources.models.encode import encode_means
+from .config import TrainConfig
+from .run import load_training_data, train_and_save
 
 DEFAULT_EPOCHS = 40
 CONFIDENCE, MIN_MARGIN = 0.95, 0.0

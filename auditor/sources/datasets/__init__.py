@@ -1,0 +1,1 @@
+"""Data sets: the built-in ``digits``, data files and data folders (:mod:`auditor.sources.datasets.registry`)."""

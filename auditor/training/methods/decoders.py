@@ -3,9 +3,9 @@
 Both train the plain ELBO (the loop's reconstruction under the model's likelihood plus the KL of
 the model's own (μ, log σ²)); what changes is the architecture each method builds:
 
-- ``lidvae`` — the ``lidvae`` architecture (:mod:`auditor.net_lidvae`): the ``mlp`` encoder and the
+- ``lidvae`` — the ``lidvae`` architecture (:mod:`auditor.nets.lidvae`): the ``mlp`` encoder and the
   injective decoder g₂ ∘ B ∘ g₁ of Wang, Blei & Cunningham (2021);
-- ``const-var`` — the ``const-var`` architecture (:mod:`auditor.net_constvar`): a means-only encoder
+- ``const-var`` — the ``const-var`` architecture (:mod:`auditor.nets.constvar`): a means-only encoder
   with one learned posterior variance shared by every sample (so the KL uses that σ²), and a
   gaussian (unit-variance) decoder, after Fyffe (2021).
 
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from ...errors import AuditInputError
 from ...nets.constvar import POSTERIOR_VARIANCE
 from ...nets.lidvae import DEFAULTS as LIDVAE_DEFAULTS
-from .base import Method, register_method
+from .base import Method
 
 if TYPE_CHECKING:
-    from ..trainer import TrainConfig
+    from ..config import TrainConfig
 
 
 class _OwnArchitecture(Method):
@@ -47,7 +47,6 @@ class _OwnArchitecture(Method):
                 "latent_dim": cfg.latent_dim, "activation": cfg.activation, **self.fields(cfg)}
 
 
-@register_method
 class LIDVAEMethod(_OwnArchitecture):
     name = "lidvae"
     arch_name = "lidvae"
@@ -59,14 +58,12 @@ class LIDVAEMethod(_OwnArchitecture):
         return {"likelihood": cfg.likelihood, **LIDVAE_DEFAULTS, **{k: cfg.extra[k] for k in LIDVAE_DEFAULTS if k in cfg.extra}}
 
 
-@register_method
 class LIDVAEAligned(LIDVAEMethod):
     name = "lidvae-aligned"
     summary = "lidvae + α·KL(p‖softmax(βSᵀμ)), the raw witness alignment (--align-weight)"
     uses_alignment = True
 
 
-@register_method
 class ConstVarMethod(_OwnArchitecture):
     name = "const-var"
     arch_name = "const-var"
@@ -76,7 +73,6 @@ class ConstVarMethod(_OwnArchitecture):
         return {"likelihood": "gaussian", "posterior_variance": POSTERIOR_VARIANCE}
 
 
-@register_method
 class ConstVarAligned(ConstVarMethod):
     name = "const-var-aligned"
     summary = "const-var + α·KL(p‖softmax(βSᵀμ)), the raw witness alignment (--align-weight)"

@@ -1,0 +1,85 @@
+"""One batch's forward passes: the encoder's means and the teacher's probabilities (what the plan
+does not give precomputed), at the requested precision, as the certificate state's update needs them."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ..certificate.state import CertificateState
+from ..errors import AuditInputError
+from ..sources.datasets.dataset import to_unit_float
+from ..sources.models.encode import encode_means
+from .plan import PassPlan
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``--precision`` (None for fp32: no autocast at all)."""
+    if precision not in PRECISIONS:
+        raise AuditInputError(f"unknown --precision {precision!r} (use {', '.join(PRECISIONS)})")
+    return PRECISIONS[precision]
+
+
+def forward_context(device: torch.device, precision: str):
+    """Autocast for the encoder/teacher forward at ``precision``; a no-op for fp32."""
+    dtype = precision_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class BatchOutputs:
+    """What the certificate state needs from one batch (``state.update``'s arguments)."""
+
+    mu: torch.Tensor
+    p: torch.Tensor
+    logvar: torch.Tensor | None
+    p_view: torch.Tensor | None
+
+    def update(self, state: CertificateState) -> None:
+        state.update(self.mu, self.p, self.logvar, self.p_view)
+
+    @property
+    def rows(self) -> int:
+        return int(self.mu.shape[0])
+
+    @classmethod
+    def concatenated(cls, parts: list["BatchOutputs"]) -> "BatchOutputs":
+        """The outputs of consecutive batches as one batch's."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name: str) -> torch.Tensor | None:
+            tensors = [getattr(part, name) for part in parts]
+            return None if tensors[0] is None else torch.cat(tensors)
+
+        return cls(cat("mu"), cat("p"), cat("logvar"), cat("p_view"))
+
+
+def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str = "fp32") -> BatchOutputs:
+    """Run the encoder/teacher (what the plan does not give precomputed) on one device batch."""
+    x = to_unit_float(batch["x"]) if "x" in batch else None
+    x_teacher = to_unit_float(batch["x_teacher"]) if "x_teacher" in batch else x
+    device = next(iter(batch.values())).device
+    with forward_context(device, precision):
+        if "mu" in batch:
+            mu, logvar = batch["mu"], batch.get("logvar")
+        else:
+            x_enc = x if plan.input_shape is None else x.reshape(x.shape[0], *plan.input_shape)
+            mu, logvar = encode_means(plan.encoder, x_enc)
+        p = batch["probs"] if "probs" in batch else plan.teacher(x_teacher)
+        p_view = None
+        if plan.with_view:
+            p_view = batch["view_probs"] if "view_probs" in batch else plan.teacher(x)
+    return BatchOutputs(mu, p, logvar, p_view)
+
+
+def update_from_batch(plan: PassPlan, state: CertificateState, batch: dict[str, torch.Tensor],
+                      precision: str = "fp32") -> None:
+    """Run the encoder/teacher on one device batch and add it to ``state``."""
+    forward_batch(plan, batch, precision).update(state)

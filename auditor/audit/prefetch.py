@@ -1,0 +1,108 @@
+"""The host side of the pass: batches of every source read (and, for CUDA, pinned) ahead of use on a
+background thread, whose file reads release the GIL and so overlap the forward passes."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from ..certificate.state import nonfinite_rows
+from ..sources.arrays import ArrayReader
+from . import helper_threads
+
+PREFETCH_DEPTH = 2  # host batches read ahead: one being copied, one waiting
+
+
+class Batch(NamedTuple):
+    """Rows [begin, end) of every source, by role; ``nonfinite_rows`` (a scalar tensor) is the
+    count of input rows holding NaN/inf, or None where it is still to be counted on the device."""
+
+    begin: int
+    end: int
+    tensors: dict[str, torch.Tensor]
+    nonfinite_rows: torch.Tensor | None = None
+
+
+def input_nonfinite_rows(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Rows holding NaN/inf in the batch's inputs (``x`` and ``x_teacher``), as a scalar on their device."""
+    counts = [nonfinite_rows(tensors[role]) for role in ("x", "x_teacher") if role in tensors]
+    if not counts:
+        return torch.zeros((), dtype=torch.int64, device=next(iter(tensors.values())).device)
+    return counts[0] if len(counts) == 1 else counts[0] + counts[1]
+
+
+def read_host_batch(sources: dict[str, ArrayReader], begin: int, end: int, pin: bool) -> dict[str, torch.Tensor]:
+    """Rows [begin, end) of every source as CPU tensors in their stored dtype (pinned for CUDA)."""
+    batch = {}
+    for role, src in sources.items():
+        rows = src.read(begin, end)
+        # Row-major, writable and in this machine's byte order, as torch.from_numpy needs: file
+        # readers return such fresh arrays; any other is copied here, in the reader thread.
+        tensor = torch.from_numpy(np.require(rows, dtype=rows.dtype.newbyteorder("="), requirements=("C", "W")))
+        batch[role] = tensor.pin_memory() if pin else tensor
+    return batch
+
+
+_DONE = object()
+
+
+def host_batches(
+    sources: dict[str, ArrayReader], ranges: list[tuple[int, int]], pin: bool = False, prefetch: bool = True,
+    count_nonfinite: bool = False,
+) -> Iterator[Batch]:
+    """A :class:`Batch` for each range; with ``prefetch`` a background thread reads ahead.
+
+    The reads (file reads, copies, pinning) release the GIL, so on
+    a CPU they overlap with the forward passes of the batch before. ``count_nonfinite`` counts
+    the non-finite input rows there too (for a CPU pass, whose host batches are its device
+    batches). A reader error is raised in the caller, at the batch where it happened.
+    """
+
+    def read(begin: int, end: int) -> Batch:
+        tensors = read_host_batch(sources, begin, end, pin)
+        return Batch(begin, end, tensors, input_nonfinite_rows(tensors) if count_nonfinite else None)
+
+    if not prefetch:
+        for begin, end in ranges:
+            yield read(begin, end)
+        return
+
+    slots: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read_all() -> None:
+        helper_threads.yield_to_forward_passes()
+        try:
+            for begin, end in ranges:
+                if not put(read(begin, end)):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    reader = threading.Thread(target=read_all, name="audit-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()

@@ -1,0 +1,82 @@
+"""What the user asked an audit for: :class:`AuditRequest` (the CLI's flags, or a library caller's
+arguments), checked on its own before any file is opened, and recorded in the certificate so
+that ``audit verify --recompute`` can run it again."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ..certificate.numbers import confidence_z
+from ..errors import AuditInputError
+from .batch_size import parse_batch_size
+from .forward import precision_dtype
+
+
+@dataclass
+class AuditRequest:
+    model: Path | None = None
+    arch: str | None = None
+    latents: Path | None = None
+    teacher: Path | None = None
+    teacher_probs: Path | None = None
+    trust_teacher_code: bool = False
+    data: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    teacher_data: str | None = None
+    view_probs: Path | None = None
+    num_classes: int | None = None
+    beta: float | None = None
+    witness_offset: int | None = None
+    confidence: float = 0.95
+    min_margin: float = 0.0
+    batch_size: int | str = 512  # or "auto"
+    device: str = "auto"
+    precision: str = "fp32"  # encoder/teacher forward: fp32, bf16 or fp16 (certificate arithmetic stays float64)
+    model_diagnostics: bool = True  # diagnostics.model: a fixed-size extra pass, beside the certificate
+
+
+def check_request(req: AuditRequest) -> None:
+    """Refuse flags that contradict each other or are out of range, before any file is opened."""
+    encoders = [flag for flag, v in (("--model", req.model and not req.arch), ("--arch", req.arch), ("--latents", req.latents)) if v]
+    if len(encoders) != 1:
+        raise AuditInputError("give exactly one of --model, --arch (optionally with --model weights) or --latents"
+                              + (f" (got {', '.join(encoders)})" if encoders else ""))
+    if req.latents and req.model:
+        raise AuditInputError("--latents cannot be combined with --model")
+    teachers = [flag for flag, v in (("--teacher", req.teacher), ("--teacher-probs", req.teacher_probs)) if v]
+    if len(teachers) != 1:
+        raise AuditInputError("give exactly one of --teacher or --teacher-probs" + (f" (got {', '.join(teachers)})" if teachers else ""))
+    if req.teacher_data and not req.teacher:
+        raise AuditInputError("--teacher-data needs --teacher (the teacher must run on both views)")
+    if req.teacher_data and req.view_probs:
+        raise AuditInputError("give --teacher-data or --view-probs for the view gap, not both")
+    parse_batch_size(req.batch_size)
+    precision_dtype(req.precision)
+    if req.limit is not None and req.limit < 1:
+        raise AuditInputError(f"--limit must be >= 1, got {req.limit}")
+    confidence_z(req.confidence)
+    if not math.isfinite(req.min_margin):
+        raise AuditInputError(f"--min-margin must be a finite number, got {req.min_margin}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise AuditInputError("--device cuda was asked for, but no CUDA device is available")
+        return torch.device("cuda")
+    raise AuditInputError(f"unknown --device {name!r} (use auto, cpu or cuda)")
+
+
+def request_record(req: AuditRequest) -> dict:
+    """The request as JSON data (paths as strings), so that `audit verify --recompute` can re-run it."""
+    return {f.name: (str(value) if isinstance(value, Path) else value)
+            for f in fields(req) for value in [getattr(req, f.name)]}

@@ -1,0 +1,74 @@
+"""``audit verify``'s checks: are the files a certificate names still the same files, and does
+re-running the recorded audit give the same numbers?"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from ..certificate.compare import number_differences
+from ..certificate.document import certificate_dict
+from ..errors import AuditInputError
+from ..sources.datasets.registry import DATASETS, open_dataset
+from ..sources.hashing import sha256_file
+from .pipeline import run_audit
+from .request import AuditRequest
+
+BUILTIN_PREFIX = "builtin:"
+# Request fields naming files (resolved against --root) and data specs (files, or built-in names).
+_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs")
+_SPEC_FIELDS = ("data", "teacher_data")
+
+
+def _resolve(path: str, root: Path | None) -> Path:
+    p = Path(path)
+    return p if root is None or p.is_absolute() else root / p
+
+
+def builtin_sha256(path: str) -> str | None:
+    """The sha256 recorded for a built-in data set such as ``builtin:digits`` (see :mod:`auditor.sources.datasets.digits`)."""
+    name = path[len(BUILTIN_PREFIX):]
+    if name not in DATASETS:
+        return None
+    records = [r for r in open_dataset(name, "all").inputs if r.path == path]
+    return records[0].sha256 if records else None
+
+
+def input_status(record: dict, root: Path | None) -> str:
+    """'ok', 'differs' or 'missing' for one entry of the certificate's ``inputs``."""
+    path = record["path"]
+    if path.startswith(BUILTIN_PREFIX):
+        actual = builtin_sha256(path)
+    else:
+        target = _resolve(path, root)
+        actual = sha256_file(target) if target.is_file() else None
+    if actual is None:
+        return "missing"
+    return "ok" if actual == record["sha256"] else "differs"
+
+
+def recorded_request(cert: dict, root: Path | None, trust_code: bool):
+    """The AuditRequest the certificate was made from, with its files resolved against ``root``."""
+    recorded = cert.get("request")
+    if recorded is None:
+        raise AuditInputError("the certificate records no request (it was written by an older version): cannot --recompute")
+    known = {f.name for f in fields(AuditRequest)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise AuditInputError(f"the certificate's request has fields this version does not know ({', '.join(unknown)}): cannot --recompute")
+    values = dict(recorded)
+    if (values.get("arch") or values.get("trust_teacher_code")) and not trust_code:
+        raise AuditInputError("re-running this audit runs code named in the certificate (an --arch factory or a .pt2 teacher); "
+                              "add --trust-code only if you trust those files")
+    for key in _PATH_FIELDS:
+        if values.get(key) is not None:
+            values[key] = _resolve(values[key], root)
+    for key in _SPEC_FIELDS:
+        if values.get(key) is not None and values[key] not in DATASETS:
+            values[key] = str(_resolve(values[key], root))
+    return AuditRequest(**values)
+
+
+def recompute_differences(cert: dict, root: Path | None, trust_code: bool) -> list[str]:
+    fresh = certificate_dict(run_audit(recorded_request(cert, root, trust_code)), cert["command"])
+    return number_differences(cert, fresh)

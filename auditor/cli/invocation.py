@@ -1,0 +1,24 @@
+"""The command line of the running ``audit`` invocation, as the reports record it."""
+
+from __future__ import annotations
+
+import contextlib
+from contextvars import ContextVar
+from typing import Iterator
+
+_INVOCATION: ContextVar[list[str]] = ContextVar("invocation", default=["audit"])
+
+
+@contextlib.contextmanager
+def recording_invocation(argv: list[str]) -> Iterator[None]:
+    """Within this block :func:`current_command` returns ``argv``."""
+    token = _INVOCATION.set(list(argv))
+    try:
+        yield
+    finally:
+        _INVOCATION.reset(token)
+
+
+def current_command() -> list[str]:
+    """The command line of this run, as recorded in reports (``audit`` and its arguments)."""
+    return list(_INVOCATION.get())

@@ -1,0 +1,55 @@
+"""The numbers every report shows, as (label, value) rows, and the one number format they share."""
+
+from __future__ import annotations
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number as reports print it; "—" for a missing one (None or NaN)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_rows(cert: dict) -> list[tuple[str, str]]:
+    """(label, value) pairs shared by the Markdown report and the terminal summary."""
+    d, w = cert["diagnostics"], cert["witness"]
+    rows = [
+        ("verdict", cert["verdict"].replace("_", " ")),
+        ("margin Ĝ = I_T − L (nats)", fmt(cert["margin"])),
+        (f"lower confidence bound ({cert['confidence']:.0%})", fmt(cert["margin_lcb"])),
+        ("required margin δ", fmt(cert["min_margin"])),
+        ("teacher information I_T", fmt(cert["teacher_information"])),
+        ("alignment loss L", fmt(cert["alignment_loss"])),
+        ("samples N", str(cert["num_samples"])),
+        ("classes K", str(cert["num_classes"])),
+        ("witness β / offset / d", f"{w['beta']:g} / {w['offset']} / {w['latent_dim']}"),
+        ("max |μ − mean μ| (exact constancy)", fmt(d["max_abs_deviation_from_mean"], 6)),
+        (f"active units (Var > {d['active_unit_threshold']})", f"{d['active_units']} of {d['latent_dim']}"),
+        ("E‖μ‖²", fmt(d["mean_sq_norm"])),
+        ("mean KL to N(0, I)", fmt(d["mean_prior_kl"])),
+        ("witness agreement", fmt(d["witness_agreement"])),
+    ]
+    rows += model_diagnostic_rows(d.get("model"))
+    view = cert.get("view_gap")
+    if view is not None:
+        rows += [("view gap bound Δ_view", fmt(view["bound"])),
+                 ("certified under both views", fmt(view["certified_under_both_views"]))]
+    return rows
+
+
+def model_diagnostic_rows(model: dict | None) -> list[tuple[str, str]]:
+    """Rows for ``diagnostics.model`` (see :mod:`auditor.diagnostics_model`); — where not computed."""
+    if not model:
+        return []
+    value = lambda key, field: fmt(model[key][field]) if model.get(key, {}).get("computed") else "—"
+    return [
+        ("mutual information I_q(x; z) (nats)", value("mutual_information", "value")),
+        ("self-consistency E‖μ(m(z)) − z‖² / E‖x − m(μ(x))‖²",
+         f"{value('self_consistency', 'latent')} / {value('self_consistency', 'data')}"),
+        ("IMA contrast of the decoder", value("ima_contrast", "mean")),
+        ("log p(x|μ(x)) − log p(x|z~prior) (nats)", value("identifiability", "gap")),
+    ]

@@ -1,0 +1,18 @@
+"""The summary ``audit certify`` prints: a rich table that fits in 80 columns."""
+
+from __future__ import annotations
+
+from .rows import summary_rows
+
+
+def print_summary(cert: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title="VAE audit certificate", show_header=False, expand=False)
+    table.add_column("quantity", style="bold")
+    table.add_column("value", justify="right")
+    colour = "green" if cert["verdict"] == "certified" else "yellow"
+    for label, value in summary_rows(cert):
+        table.add_row(label, f"[{colour}]{value}[/]" if label == "verdict" else value)
+    console.print(table)
+    console.print(cert["meaning"])

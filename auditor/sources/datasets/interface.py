@@ -1,0 +1,56 @@
+"""The seam for data sets: what a format hands the audit, and the two kinds of format.
+
+A data format turns a path (a file, or a folder) and a split into :class:`Rows` — a lazily read,
+row-sliceable array, its labels and the files it reads. File formats are chosen by suffix, folder
+formats by the files a folder holds; :mod:`auditor.sources.datasets.registry` lists them all
+explicitly. A new format is one class (one module) and one line in the registry.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..arrays import ArrayReader
+
+
+@dataclass
+class Rows:
+    """Rows, labels and files of one split, before the limit is applied."""
+
+    rows: ArrayReader
+    labels: Callable[[], np.ndarray | None]
+    files: list[Path]
+
+
+class FileFormat(ABC):
+    """A data set stored in one file, recognised by its suffix."""
+
+    name: str
+    suffixes: tuple[str, ...]
+
+    @abstractmethod
+    def open(self, path: Path, split: str) -> Rows:
+        """The samples of ``split`` (train, test or all) of the file."""
+
+
+class FolderFormat(ABC):
+    """A data set laid out in a folder, recognised by the files it holds."""
+
+    name: str
+
+    @abstractmethod
+    def recognises(self, folder: Path) -> bool:
+        """Whether ``folder`` holds a complete data set of this format."""
+
+    def incomplete(self, folder: Path) -> str | None:
+        """What is missing when ``folder`` holds part of this format (to name it in the error), else None."""
+        return None
+
+    @abstractmethod
+    def open(self, folder: Path, split: str) -> Rows:
+        """The samples of ``split`` (train, test or all: train followed by test)."""

@@ -1,0 +1,1 @@
+"""Model sources: where the latent means come from (:mod:`auditor.sources.models.interface`)."""

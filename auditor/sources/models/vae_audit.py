@@ -1,0 +1,27 @@
+"""``--model vae.safetensors``: a checkpoint in vae-audit's own format (DESIGN §3), whose metadata
+fixes the architecture and the witness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import load_checkpoint
+from ..hashing import file_record
+from .interface import Encoder, FixedWitness, ModelRequest, ModelSource
+
+
+class VaeAuditCheckpoint(ModelSource):
+    @staticmethod
+    def wanted(request: ModelRequest) -> bool:
+        return request.model is not None and request.arch is None
+
+    def open(self, request: ModelRequest) -> Encoder:
+        path = Path(request.model)
+        ckpt = load_checkpoint(path)
+        return Encoder(
+            record={"source": "checkpoint", "path": str(path), "architecture": ckpt.architecture, "training": ckpt.training},
+            inputs=[file_record("model", path)],
+            module=ckpt.model,
+            input_shape=tuple(ckpt.architecture["input_shape"]),
+            witness=FixedWitness(ckpt.witness, str(path)),
+        )

@@ -1,0 +1,1 @@
+"""Teacher sources and teacher files (:mod:`auditor.sources.teachers.interface`)."""
