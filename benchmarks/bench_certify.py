@@ -43,15 +43,16 @@ sys.path.insert(0, str(REPO))
 
 from auditor.audit.pipeline import run_audit  # noqa: E402
 from auditor.audit.request import AuditRequest  # noqa: E402
+from auditor.nets.registry import build_model  # noqa: E402
 from auditor.sources.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from auditor.sources.datasets.dataset import to_unit_float  # noqa: E402
-from auditor.nets.registry import build_model  # noqa: E402
 from auditor.sources.teachers.files import load_teacher  # noqa: E402
 
 BETA = 2.0
 
 
 # ---------------------------------------------------------------------------- synthetic inputs
+
 
 def write_data(path: Path, n: int, shape: tuple[int, ...], k: int, dtype: str, seed: int = 0) -> None:
     """N samples around K random centres, clipped to [0, 1] (uint8: ×255), written in chunks."""
@@ -76,10 +77,22 @@ def write_data(path: Path, n: int, shape: tuple[int, ...], k: int, dtype: str, s
 def architecture(args) -> dict:
     shape = list(args.shape)
     if args.arch == "mlp":
-        return {"name": "mlp", "input_shape": shape, "hidden": args.hidden, "latent_dim": args.latent,
-                "activation": "relu", "likelihood": "bernoulli"}
-    return {"name": "conv", "input_shape": shape, "channels": args.channels, "latent_dim": args.latent,
-            "activation": "relu", "likelihood": "bernoulli"}
+        return {
+            "name": "mlp",
+            "input_shape": shape,
+            "hidden": args.hidden,
+            "latent_dim": args.latent,
+            "activation": "relu",
+            "likelihood": "bernoulli",
+        }
+    return {
+        "name": "conv",
+        "input_shape": shape,
+        "channels": args.channels,
+        "latent_dim": args.latent,
+        "activation": "relu",
+        "likelihood": "bernoulli",
+    }
 
 
 def write_model(path: Path, args) -> None:
@@ -87,7 +100,9 @@ def write_model(path: Path, args) -> None:
         import auditor.nets.conv  # noqa: F401  (registers "conv")
     torch.manual_seed(0)
     arch = architecture(args)
-    save_checkpoint(path, build_model(arch), arch, {"num_classes": args.k, "beta": BETA, "offset": 0}, {"method": "random"})
+    save_checkpoint(
+        path, build_model(arch), arch, {"num_classes": args.k, "beta": BETA, "offset": 0}, {"method": "random"}
+    )
 
 
 def write_teacher(path: Path, data: Path, k: int, rank: int) -> None:
@@ -99,11 +114,16 @@ def write_teacher(path: Path, data: Path, k: int, rank: int) -> None:
     _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     comps = vt[:rank]
     y = (x - mean) @ comps.T
-    obj = {"format": "vae-audit-teacher/1", "kind": "pca-gmm",
-           "pca_mean": torch.tensor(mean), "pca_components": torch.tensor(comps.copy()),
-           "log_weights": torch.full((k,), -math.log(k), dtype=torch.float64),
-           "means": torch.tensor(y[rng.choice(len(y), k, replace=False)]),
-           "variances": torch.tensor(np.tile(y.var(axis=0), (k, 1))), "temperature": 4.0}
+    obj = {
+        "format": "vae-audit-teacher/1",
+        "kind": "pca-gmm",
+        "pca_mean": torch.tensor(mean),
+        "pca_components": torch.tensor(comps.copy()),
+        "log_weights": torch.full((k,), -math.log(k), dtype=torch.float64),
+        "means": torch.tensor(y[rng.choice(len(y), k, replace=False)]),
+        "variances": torch.tensor(np.tile(y.var(axis=0), (k, 1))),
+        "temperature": 4.0,
+    }
     torch.save(obj, path)
 
 
@@ -111,8 +131,11 @@ def prepare(args) -> dict[str, Path]:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     shape = "x".join(map(str, args.shape))
-    paths = {"data": work / f"data_{args.n}_{shape}_{args.dtype}_k{args.k}.npy",
-             "model": work / f"model_{args.arch}_{shape}.safetensors", "teacher": work / f"teacher_{shape}_k{args.k}.pt"}
+    paths = {
+        "data": work / f"data_{args.n}_{shape}_{args.dtype}_k{args.k}.npy",
+        "model": work / f"model_{args.arch}_{shape}.safetensors",
+        "teacher": work / f"teacher_{shape}_k{args.k}.pt",
+    }
     write_data(paths["data"], args.n, tuple(args.shape), args.k, args.dtype)
     write_model(paths["model"], args)
     write_teacher(paths["teacher"], paths["data"], args.k, args.teacher_rank)
@@ -120,6 +143,7 @@ def prepare(args) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------- the three variants
+
 
 def load_models(paths, device):
     model = load_checkpoint(paths["model"]).model.to(device).eval()
@@ -144,9 +168,15 @@ def run_floor(batches, model, teacher, device) -> float:
 
 
 def run_ours(paths, args, diagnostics: bool) -> tuple[float, object]:
-    request = AuditRequest(model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]),
-                           batch_size=args.batch_size, device=args.device, precision=args.precision,
-                           model_diagnostics=diagnostics)
+    request = AuditRequest(
+        model=paths["model"],
+        teacher=paths["teacher"],
+        data=str(paths["data"]),
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        model_diagnostics=diagnostics,
+    )
     start = time.perf_counter()
     result = run_audit(request)
     sync(torch.device(args.device))
@@ -207,6 +237,7 @@ def _witness(k, d):
 
 # ---------------------------------------------------------------------------- memory (fresh processes)
 
+
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -229,16 +260,46 @@ def memory_worker(args) -> None:
 
 
 def measure_memory(args, variant: str, n: int) -> dict:
-    argv = [sys.executable, __file__, "--worker", variant, "--n", str(n), "--work", args.work,
-            "--shape", ",".join(map(str, args.shape)), "--dtype", args.dtype, "--k", str(args.k),
-            "--arch", args.arch, "--hidden", ",".join(map(str, args.hidden)), "--channels", ",".join(map(str, args.channels)),
-            "--latent", str(args.latent), "--teacher-rank", str(args.teacher_rank), "--batch-size", str(args.batch_size),
-            "--device", args.device, "--threads", str(args.threads), "--precision", args.precision]
+    argv = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--n",
+        str(n),
+        "--work",
+        args.work,
+        "--shape",
+        ",".join(map(str, args.shape)),
+        "--dtype",
+        args.dtype,
+        "--k",
+        str(args.k),
+        "--arch",
+        args.arch,
+        "--hidden",
+        ",".join(map(str, args.hidden)),
+        "--channels",
+        ",".join(map(str, args.channels)),
+        "--latent",
+        str(args.latent),
+        "--teacher-rank",
+        str(args.teacher_rank),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--threads",
+        str(args.threads),
+        "--precision",
+        args.precision,
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------- main
+
 
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
@@ -279,8 +340,10 @@ def main(argv=None) -> None:
     model, teacher = load_models(paths, device)
 
     data = np.load(paths["data"], mmap_mode="r")
-    batches = [to_unit_float(torch.from_numpy(np.array(data[b:b + args.batch_size])).to(device))
-               for b in range(0, args.n, args.batch_size)]
+    batches = [
+        to_unit_float(torch.from_numpy(np.array(data[b : b + args.batch_size])).to(device))
+        for b in range(0, args.n, args.batch_size)
+    ]
     run_floor(batches[:2], model, teacher, device)  # warm-up (and page cache) for every variant
     run_ours(paths, args, diagnostics=False)
 
@@ -289,15 +352,24 @@ def main(argv=None) -> None:
     # measure here: the resolution of every other ratio in the table.
     # "ours_less_model_load" is the issue's measure: the audit end to end, less the time it spent
     # loading the encoder and the teacher (timed inside run_audit).
-    times: dict[str, list[float]] = {"floor": [], "ours": [], "ours_less_model_load": [], "ours_with_model_diagnostics": [],
-                                     "naive": [], "hashing_inputs_alone": [], "floor_again": []}
+    times: dict[str, list[float]] = {
+        "floor": [],
+        "ours": [],
+        "ours_less_model_load": [],
+        "ours_with_model_diagnostics": [],
+        "naive": [],
+        "hashing_inputs_alone": [],
+        "floor_again": [],
+    }
     # CPU seconds of each timed run: the calling (main) thread's, and the whole process's
     # (ours adds its reader, update and hashing threads): where the time beyond the floor goes.
-    cpu: dict[str, dict[str, list[float]]] = {v: {"main_thread": [], "process": []} for v in ("floor", "ours", "naive", "floor_again")}
+    cpu: dict[str, dict[str, list[float]]] = {
+        v: {"main_thread": [], "process": []} for v in ("floor", "ours", "naive", "floor_again")
+    }
     margins = {}
     order = ["floor", "ours", "naive", "floor_again"]
     for rep in range(args.repeats):
-        for variant in order[rep % len(order):] + order[: rep % len(order)]:
+        for variant in order[rep % len(order) :] + order[: rep % len(order)]:
             thread_start, process_start = time.thread_time(), time.process_time()
             if variant in ("floor", "floor_again"):
                 times[variant].append(run_floor(batches, model, teacher, device))
@@ -311,7 +383,10 @@ def main(argv=None) -> None:
                 times["naive"].append(seconds)
             cpu[variant]["main_thread"].append(time.thread_time() - thread_start)
             cpu[variant]["process"].append(time.process_time() - process_start)
-        print(f"repeat {rep + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if v), flush=True)
+        print(
+            f"repeat {rep + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if v),
+            flush=True,
+        )
     times["ours_with_model_diagnostics"].append(run_ours(paths, args, diagnostics=True)[0])
     times["hashing_inputs_alone"] = [run_hashing(paths) for _ in range(3)]  # part of ours, for the breakdown
     del batches
@@ -334,36 +409,47 @@ def main(argv=None) -> None:
 
     shape = "x".join(map(str, args.shape))
     results = {
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": args.threads, "processor": platform.processor() or platform.machine(),
-                    "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "load_average": os.getloadavg()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": args.threads,
+            "processor": platform.processor() or platform.machine(),
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "load_average": os.getloadavg(),
+        },
         "config": {k: v for k, v in vars(args).items() if k not in ("worker", "out", "work", "name")},
         "median_seconds": med,
         "all_seconds": times,
         "median_cpu_seconds": {v: {k: statistics.median(x) for k, x in clocks.items()} for v, clocks in cpu.items()},
         "all_cpu_seconds": cpu,
-        "ratios": {"ours_over_floor": med["ours"] / med["floor"], "ours_over_naive_time": med["ours"] / med["naive"],
-                   "ours_less_model_load_over_floor": med["ours_less_model_load"] / med["floor"],
-                   # each repeat runs the variants back to back: its ratio is less exposed to
-                   # changes in the load of a shared machine than the ratio of separate medians
-                   "ours_over_floor_per_repeat_median": statistics.median(per_repeat("ours", "floor")),
-                   "ours_less_model_load_over_floor_per_repeat_median": statistics.median(
-                       per_repeat("ours_less_model_load", "floor")),
-                   # timeit's convention: noise on a shared machine only ever adds time
-                   "ours_over_floor_best": min(times["ours"]) / min(times["floor"]),
-                   "floor_again_over_floor": med["floor_again"] / med["floor"],
-                   "floor_again_over_floor_per_repeat_median": statistics.median(per_repeat("floor_again", "floor")),
-                   "floor_again_over_floor_per_repeat_quartiles": quartiles("floor_again", "floor"),
-                   "ours_over_floor_per_repeat_quartiles": quartiles("ours", "floor"),
-                   "ours_less_model_load_over_floor_per_repeat_quartiles": quartiles("ours_less_model_load", "floor"),
-                   "ours_over_naive_time_per_repeat_median": statistics.median(per_repeat("ours", "naive")),
-                   "ours_over_naive_peak_memory": memory["ours"]["peak_mib"] / memory["naive"]["peak_mib"],
-                   "ours_over_naive_memory_above_baseline":
-                       (memory["ours"]["peak_mib"] - memory["ours"]["baseline_mib"])
-                       / max(1e-9, memory["naive"]["peak_mib"] - memory["naive"]["baseline_mib"])},
+        "ratios": {
+            "ours_over_floor": med["ours"] / med["floor"],
+            "ours_over_naive_time": med["ours"] / med["naive"],
+            "ours_less_model_load_over_floor": med["ours_less_model_load"] / med["floor"],
+            # each repeat runs the variants back to back: its ratio is less exposed to
+            # changes in the load of a shared machine than the ratio of separate medians
+            "ours_over_floor_per_repeat_median": statistics.median(per_repeat("ours", "floor")),
+            "ours_less_model_load_over_floor_per_repeat_median": statistics.median(
+                per_repeat("ours_less_model_load", "floor")
+            ),
+            # timeit's convention: noise on a shared machine only ever adds time
+            "ours_over_floor_best": min(times["ours"]) / min(times["floor"]),
+            "floor_again_over_floor": med["floor_again"] / med["floor"],
+            "floor_again_over_floor_per_repeat_median": statistics.median(per_repeat("floor_again", "floor")),
+            "floor_again_over_floor_per_repeat_quartiles": quartiles("floor_again", "floor"),
+            "ours_over_floor_per_repeat_quartiles": quartiles("ours", "floor"),
+            "ours_less_model_load_over_floor_per_repeat_quartiles": quartiles("ours_less_model_load", "floor"),
+            "ours_over_naive_time_per_repeat_median": statistics.median(per_repeat("ours", "naive")),
+            "ours_over_naive_peak_memory": memory["ours"]["peak_mib"] / memory["naive"]["peak_mib"],
+            "ours_over_naive_memory_above_baseline": (memory["ours"]["peak_mib"] - memory["ours"]["baseline_mib"])
+            / max(1e-9, memory["naive"]["peak_mib"] - memory["naive"]["baseline_mib"]),
+        },
         "peak_memory_mib": memory,
-        "flat_memory": {"shape": args.memory_shape, "by_n": {str(n): v for n, v in flat.items()},
-                        "peak_ratio_largest_over_smallest": flat[max(flat)]["peak_mib"] / flat[min(flat)]["peak_mib"]},
+        "flat_memory": {
+            "shape": args.memory_shape,
+            "by_n": {str(n): v for n, v in flat.items()},
+            "peak_ratio_largest_over_smallest": flat[max(flat)]["peak_mib"] / flat[min(flat)]["peak_mib"],
+        },
         "margin_ours_vs_naive": margins,
     }
     name = args.name or f"{device.type}-{args.n}x{shape}-{args.dtype}-{args.arch}"
@@ -379,42 +465,54 @@ def markdown(r: dict, name: str) -> str:
     med, rat, mem, flat = r["median_seconds"], r["ratios"], r["peak_memory_mib"], r["flat_memory"]
     cpu = r["median_cpu_seconds"]
     c = r["config"]
-    lines = [f"# {name}", "",
-             f"N = {c['n']}, sample shape {c['shape']} {c['dtype']}, K = {c['k']}, {c['arch']}, batch {c['batch_size']}, "
-             f"device {r['machine']['device']}, torch threads {c['threads']} of {r['machine']['cpu_count']} cores, "
-             f"{c['repeats']} interleaved repeats (medians); load average at the end {r['machine']['load_average'][0]:.1f}.", "",
-             "| variant | median s | ratio to floor | peak RSS MiB (above baseline) |", "| --- | --- | --- | --- |",
-             f"| floor (forward passes only) | {med['floor']:.3f} | 1.00 | – |",
-             f"| ours (`run_audit` end to end) | {med['ours']:.3f} | **{rat['ours_over_floor']:.3f}** | "
-             f"{mem['ours']['peak_mib']:.0f} ({mem['ours']['peak_mib'] - mem['ours']['baseline_mib']:.0f}) |",
-             f"| ours less its model and teacher loading (the issue's measure) | {med['ours_less_model_load']:.3f} | "
-             f"**{rat['ours_less_model_load_over_floor']:.3f}** | – |",
-             f"| ours + model diagnostics (1 run) | {med['ours_with_model_diagnostics']:.3f} | "
-             f"{med['ours_with_model_diagnostics'] / med['floor']:.3f} | – |",
-             f"| hashing the inputs alone (sha256; part of ours, on a worker thread) | {med['hashing_inputs_alone']:.3f} | "
-             f"{med['hashing_inputs_alone'] / med['floor']:.3f} | – |",
-             f"| naive (DataLoader → lists → §1) | {med['naive']:.3f} | {med['naive'] / med['floor']:.3f} | "
-             f"{mem['naive']['peak_mib']:.0f} ({mem['naive']['peak_mib'] - mem['naive']['baseline_mib']:.0f}) |", "",
-             f"Median of the per-repeat ratios (variants run back to back): ours / floor "
-             f"**{rat['ours_over_floor_per_repeat_median']:.3f}**, ours / naive **{rat['ours_over_naive_time_per_repeat_median']:.3f}**. "
-             f"Best of {c['repeats']} (timeit's convention): ours / floor **{rat['ours_over_floor_best']:.3f}**.", "",
-             f"Per-repeat ours / floor, quartiles: {rat['ours_over_floor_per_repeat_quartiles'][0]:.3f} – "
-             f"{rat['ours_over_floor_per_repeat_quartiles'][1]:.3f}; less model loading: median "
-             f"**{rat['ours_less_model_load_over_floor_per_repeat_median']:.3f}**, quartiles "
-             f"{rat['ours_less_model_load_over_floor_per_repeat_quartiles'][0]:.3f} – "
-             f"{rat['ours_less_model_load_over_floor_per_repeat_quartiles'][1]:.3f}. A/A control (the floor timed twice per repeat): "
-             f"ratio of medians **{rat['floor_again_over_floor']:.3f}**, per-repeat median "
-             f"{rat['floor_again_over_floor_per_repeat_median']:.3f}, quartiles "
-             f"{rat['floor_again_over_floor_per_repeat_quartiles'][0]:.3f} – {rat['floor_again_over_floor_per_repeat_quartiles'][1]:.3f}: "
-             "how far apart two equal costs measure on this machine.", "",
-             f"CPU seconds (medians): floor {cpu['floor']['main_thread']:.3f}; ours {cpu['ours']['main_thread']:.3f} "
-             f"in the calling thread ({cpu['ours']['main_thread'] / cpu['floor']['main_thread']:.3f} × the floor's), "
-             f"{cpu['ours']['process']:.3f} in the whole process (reader, update and hashing threads included); "
-             f"naive {cpu['naive']['process']:.3f}.", "",
-             f"ours / naive: time **{rat['ours_over_naive_time']:.3f}**, peak RSS **{rat['ours_over_naive_peak_memory']:.3f}**, "
-             f"peak above baseline **{rat['ours_over_naive_memory_above_baseline']:.3f}**.", "",
-             f"Flat memory (ours, sample shape {flat['shape']}, fresh process per N):", "",
-             "| N | peak RSS MiB | baseline MiB |", "| --- | --- | --- |"]
+    lines = [
+        f"# {name}",
+        "",
+        f"N = {c['n']}, sample shape {c['shape']} {c['dtype']}, K = {c['k']}, {c['arch']}, batch {c['batch_size']}, "
+        f"device {r['machine']['device']}, torch threads {c['threads']} of {r['machine']['cpu_count']} cores, "
+        f"{c['repeats']} interleaved repeats (medians); load average at the end {r['machine']['load_average'][0]:.1f}.",
+        "",
+        "| variant | median s | ratio to floor | peak RSS MiB (above baseline) |",
+        "| --- | --- | --- | --- |",
+        f"| floor (forward passes only) | {med['floor']:.3f} | 1.00 | – |",
+        f"| ours (`run_audit` end to end) | {med['ours']:.3f} | **{rat['ours_over_floor']:.3f}** | "
+        f"{mem['ours']['peak_mib']:.0f} ({mem['ours']['peak_mib'] - mem['ours']['baseline_mib']:.0f}) |",
+        f"| ours less its model and teacher loading (the issue's measure) | {med['ours_less_model_load']:.3f} | "
+        f"**{rat['ours_less_model_load_over_floor']:.3f}** | – |",
+        f"| ours + model diagnostics (1 run) | {med['ours_with_model_diagnostics']:.3f} | "
+        f"{med['ours_with_model_diagnostics'] / med['floor']:.3f} | – |",
+        f"| hashing the inputs alone (sha256; part of ours, on a worker thread) | {med['hashing_inputs_alone']:.3f} | "
+        f"{med['hashing_inputs_alone'] / med['floor']:.3f} | – |",
+        f"| naive (DataLoader → lists → §1) | {med['naive']:.3f} | {med['naive'] / med['floor']:.3f} | "
+        f"{mem['naive']['peak_mib']:.0f} ({mem['naive']['peak_mib'] - mem['naive']['baseline_mib']:.0f}) |",
+        "",
+        f"Median of the per-repeat ratios (variants run back to back): ours / floor "
+        f"**{rat['ours_over_floor_per_repeat_median']:.3f}**, ours / naive **{rat['ours_over_naive_time_per_repeat_median']:.3f}**. "
+        f"Best of {c['repeats']} (timeit's convention): ours / floor **{rat['ours_over_floor_best']:.3f}**.",
+        "",
+        f"Per-repeat ours / floor, quartiles: {rat['ours_over_floor_per_repeat_quartiles'][0]:.3f} – "
+        f"{rat['ours_over_floor_per_repeat_quartiles'][1]:.3f}; less model loading: median "
+        f"**{rat['ours_less_model_load_over_floor_per_repeat_median']:.3f}**, quartiles "
+        f"{rat['ours_less_model_load_over_floor_per_repeat_quartiles'][0]:.3f} – "
+        f"{rat['ours_less_model_load_over_floor_per_repeat_quartiles'][1]:.3f}. A/A control (the floor timed twice per repeat): "
+        f"ratio of medians **{rat['floor_again_over_floor']:.3f}**, per-repeat median "
+        f"{rat['floor_again_over_floor_per_repeat_median']:.3f}, quartiles "
+        f"{rat['floor_again_over_floor_per_repeat_quartiles'][0]:.3f} – {rat['floor_again_over_floor_per_repeat_quartiles'][1]:.3f}: "
+        "how far apart two equal costs measure on this machine.",
+        "",
+        f"CPU seconds (medians): floor {cpu['floor']['main_thread']:.3f}; ours {cpu['ours']['main_thread']:.3f} "
+        f"in the calling thread ({cpu['ours']['main_thread'] / cpu['floor']['main_thread']:.3f} × the floor's), "
+        f"{cpu['ours']['process']:.3f} in the whole process (reader, update and hashing threads included); "
+        f"naive {cpu['naive']['process']:.3f}.",
+        "",
+        f"ours / naive: time **{rat['ours_over_naive_time']:.3f}**, peak RSS **{rat['ours_over_naive_peak_memory']:.3f}**, "
+        f"peak above baseline **{rat['ours_over_naive_memory_above_baseline']:.3f}**.",
+        "",
+        f"Flat memory (ours, sample shape {flat['shape']}, fresh process per N):",
+        "",
+        "| N | peak RSS MiB | baseline MiB |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {n} | {v['peak_mib']:.0f} | {v['baseline_mib']:.0f} |" for n, v in flat["by_n"].items()]
     lines += ["", f"peak ratio largest N / smallest N: **{flat['peak_ratio_largest_over_smallest']:.3f}**", ""]
     return "\n".join(lines)

@@ -30,12 +30,23 @@ def mlp_tensors(seed: int = 0, scale: float = 0.5, zero_mu: bool = False) -> dic
     return t
 
 
-ARCH = {"name": "mlp", "input_shape": [D], "hidden": [HIDDEN], "latent_dim": LATENT, "activation": "relu", "likelihood": "bernoulli"}
+ARCH = {
+    "name": "mlp",
+    "input_shape": [D],
+    "hidden": [HIDDEN],
+    "latent_dim": LATENT,
+    "activation": "relu",
+    "likelihood": "bernoulli",
+}
 WITNESS = {"num_classes": K, "beta": BETA, "offset": 0}
 
 
 def write_model(path: Path, tensors=None, arch=ARCH, witness=WITNESS, metadata=None) -> Path:
-    meta = {"vae_audit.format": "1", "vae_audit.architecture": json.dumps(arch), "vae_audit.witness": json.dumps(witness)}
+    meta = {
+        "vae_audit.format": "1",
+        "vae_audit.architecture": json.dumps(arch),
+        "vae_audit.witness": json.dumps(witness),
+    }
     if metadata is not None:
         meta = metadata
     save_file(tensors if tensors is not None else mlp_tensors(), str(path), metadata=meta)

@@ -20,8 +20,9 @@ def random_images(rng: np.random.Generator, count: int, shape=(3, 32, 32)) -> np
     return rng.integers(0, 256, size=(count, *shape), dtype=np.uint8)
 
 
-def write_cifar10_binary(folder: Path, rng: np.random.Generator, train_counts=(3, 2, 4, 1, 2),
-                         test_count: int = 5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_cifar10_binary(
+    folder: Path, rng: np.random.Generator, train_counts=(3, 2, 4, 1, 2), test_count: int = 5
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """data_batch_{1..5}.bin and test_batch.bin: records of 1 label byte + 3072 image bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"{name}.bin" for name in CIFAR10_TRAIN_FILES] + ["test_batch.bin"]
@@ -35,8 +36,9 @@ def write_cifar10_binary(folder: Path, rng: np.random.Generator, train_counts=(3
     return written
 
 
-def write_cifar100_binary(folder: Path, rng: np.random.Generator, train_count: int = 7,
-                          test_count: int = 4) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def write_cifar100_binary(
+    folder: Path, rng: np.random.Generator, train_count: int = 7, test_count: int = 4
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """train.bin and test.bin: records of coarse label, fine label, 3072 image bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -50,9 +52,13 @@ def write_cifar100_binary(folder: Path, rng: np.random.Generator, train_count: i
     return written
 
 
-def write_cifar10_python(folder: Path, rng: np.random.Generator, train_counts=(2, 3, 1, 2, 2),
-                         test_count: int = 3, protocol: int = pickle.DEFAULT_PROTOCOL
-                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_cifar10_python(
+    folder: Path,
+    rng: np.random.Generator,
+    train_counts=(2, 3, 1, 2, 2),
+    test_count: int = 3,
+    protocol: int = pickle.DEFAULT_PROTOCOL,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Pickled dicts with bytes keys, as the CIFAR-10 python version holds them."""
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -72,8 +78,9 @@ def write_cifar10_python(folder: Path, rng: np.random.Generator, train_counts=(2
     return written
 
 
-def write_cifar100_python(folder: Path, rng: np.random.Generator, train_count: int = 6,
-                          test_count: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_cifar100_python(
+    folder: Path, rng: np.random.Generator, train_count: int = 6, test_count: int = 3
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, count in (("train", train_count), ("test", test_count)):
@@ -106,9 +113,16 @@ def write_idx(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def write_mnist(folder: Path, rng: np.random.Generator, train_count: int = 6, test_count: int = 4,
-                rows: int = 28, cols: int = 28, gzipped: bool = False, dotted: bool = False
-                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_mnist(
+    folder: Path,
+    rng: np.random.Generator,
+    train_count: int = 6,
+    test_count: int = 4,
+    rows: int = 28,
+    cols: int = 28,
+    gzipped: bool = False,
+    dotted: bool = False,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The four MNIST IDX files; returns {"train": (images, labels), "test": (...)}."""
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gzipped else ""

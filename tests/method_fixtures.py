@@ -7,8 +7,8 @@ import json
 import pytest
 
 from auditor.cli.app import main
-from auditor.sources.datasets.registry import open_dataset
 from auditor.sources.datasets.features import dataset_features
+from auditor.sources.datasets.registry import open_dataset
 from auditor.sources.teachers.files import save_teacher
 from auditor.teachers.fit import fit_pca_gmm
 
@@ -24,14 +24,45 @@ def train_and_certify(method: str, tmp_path, capsys, teacher, epochs: int = 3) -
     """`audit train --method METHOD` briefly on digits, then `audit certify` of its checkpoint on the test split."""
     out = tmp_path / f"{method}.safetensors"
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--method", method, "--data", "digits", "--teacher", str(teacher), "--epochs", str(epochs),
-              "--hidden", "32", "--latent-dim", "8", "--out", str(out), "--quiet"])
+        main(
+            [
+                "train",
+                "--method",
+                method,
+                "--data",
+                "digits",
+                "--teacher",
+                str(teacher),
+                "--epochs",
+                str(epochs),
+                "--hidden",
+                "32",
+                "--latent-dim",
+                "8",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
     assert exit_info.value.code == 0, capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        main(["certify", "--model", str(out), "--teacher", str(teacher), "--data", "digits", "--split", "test",
-              "--out", str(tmp_path / "report"), "--quiet"])
+        main(
+            [
+                "certify",
+                "--model",
+                str(out),
+                "--teacher",
+                str(teacher),
+                "--data",
+                "digits",
+                "--split",
+                "test",
+                "--out",
+                str(tmp_path / "report"),
+                "--quiet",
+            ]
+        )
     cert = json.loads((tmp_path / "report" / "certificate.json").read_text())
     assert exit_info.value.code == (0 if cert["verdict"] == "certified" else 1)
     assert cert["model"]["training"]["method"] == method
     return cert
-

@@ -8,16 +8,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor.certificate.state import CertificateState
-from auditor.sources.checkpoint import save_checkpoint
 from auditor.audit.plan import PassPlan
-from auditor.nets.registry import build_model
-from auditor.teachers.pca_gmm import teacher_from_dict
-from auditor.sources.arrays import InMemoryArray
+from auditor.certificate.state import CertificateState
 from auditor.certificate.witness import WitnessSpec
+from auditor.nets.registry import build_model
+from auditor.sources.arrays import InMemoryArray
+from auditor.sources.checkpoint import save_checkpoint
+from auditor.teachers.pca_gmm import teacher_from_dict
 
 D, LATENT, K, BETA = 12, 4, 3, 1.5
-ARCH = {"name": "mlp", "input_shape": [D], "hidden": [16], "latent_dim": LATENT, "activation": "tanh", "likelihood": "bernoulli"}
+ARCH = {
+    "name": "mlp",
+    "input_shape": [D],
+    "hidden": [16],
+    "latent_dim": LATENT,
+    "activation": "tanh",
+    "likelihood": "bernoulli",
+}
 WITNESS = {"num_classes": K, "beta": BETA, "offset": 0}
 SPEC = WitnessSpec(K, LATENT, BETA, 0)
 
@@ -30,7 +37,8 @@ def encoder(seed: int = 0) -> torch.nn.Module:
 def teacher_dict(seed: int = 1, r: int = 3) -> dict:
     rng = np.random.default_rng(seed)
     return {
-        "format": "vae-audit-teacher/1", "kind": "pca-gmm",
+        "format": "vae-audit-teacher/1",
+        "kind": "pca-gmm",
         "pca_mean": torch.tensor(rng.uniform(0, 1, D)),
         "pca_components": torch.tensor(np.linalg.qr(rng.normal(size=(D, r)))[0].T.copy()),
         "log_weights": torch.tensor(np.log(np.full(K, 1.0 / K))),
@@ -49,8 +57,9 @@ def inputs(n: int, seed: int = 2) -> np.ndarray:
 
 
 def plan(x: np.ndarray, enc=None, with_view: bool = False) -> PassPlan:
-    return PassPlan({"x": InMemoryArray(x)}, encoder=enc if enc is not None else encoder(),
-                    teacher=teacher(), with_view=with_view)
+    return PassPlan(
+        {"x": InMemoryArray(x)}, encoder=enc if enc is not None else encoder(), teacher=teacher(), with_view=with_view
+    )
 
 
 def fresh_state(with_view: bool = False) -> CertificateState:

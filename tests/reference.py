@@ -61,8 +61,17 @@ def certificate(mu, p, K, beta, offset=0, confidence=0.95):
     var = (psi**2).sum() / (N - 1) if N > 1 else float("nan")
     z_conf = norm.ppf(confidence) if confidence > 0 else 0.0
     lcb = G - z_conf * math.sqrt(var / N)
-    return {"margin": G, "teacher_information": I_T, "alignment_loss": L, "margin_lcb": lcb,
-            "q": q, "z": z, "ce": ce, "h": h, "p_bar": p_bar}
+    return {
+        "margin": G,
+        "teacher_information": I_T,
+        "alignment_loss": L,
+        "margin_lcb": lcb,
+        "q": q,
+        "z": z,
+        "ce": ce,
+        "h": h,
+        "p_bar": p_bar,
+    }
 
 
 def view_gap(mu, p, p_view, K, beta, offset=0):
@@ -74,8 +83,13 @@ def view_gap(mu, p, p_view, K, beta, offset=0):
     bound = abs(H(p_view.mean(0)) - H(p.mean(0))) + (tv * (z.max(1) - z.min(1))).mean()
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = np.where(p > 0, p * (np.log(p) - np.log(p_view)), 0.0).sum(axis=1)
-    return {"bound": bound, "margin_encoder_view": view["margin"], "margin": base["margin"],
-            "mean_kl": kl.mean(), "mean_tv": tv.mean()}
+    return {
+        "bound": bound,
+        "margin_encoder_view": view["margin"],
+        "margin": base["margin"],
+        "mean_kl": kl.mean(),
+        "mean_tv": tv.mean(),
+    }
 
 
 def diagnostics(mu, logvar=None):
@@ -93,5 +107,7 @@ def diagnostics(mu, logvar=None):
 def pca_gmm_probs(x, t):
     """Teacher posterior from a teacher.pt dict (numpy arrays), straight from DESIGN §3."""
     y = (x.reshape(len(x), -1) - t["pca_mean"]) @ t["pca_components"].T
-    logn = -0.5 * (np.log(2 * np.pi * t["variances"])[None] + (y[:, None, :] - t["means"][None]) ** 2 / t["variances"][None]).sum(2)
+    logn = -0.5 * (
+        np.log(2 * np.pi * t["variances"])[None] + (y[:, None, :] - t["means"][None]) ** 2 / t["variances"][None]
+    ).sum(2)
     return softmax((t["log_weights"][None] + logn) / t["temperature"])

@@ -50,7 +50,9 @@ def run_cli(args: list[str]) -> int:
     return 0
 
 
-def certify(folder: Path, aligned: bool = True, view: bool = False, formats: str = "json", extra=(), mu=None) -> tuple[int, dict]:
+def certify(
+    folder: Path, aligned: bool = True, view: bool = False, formats: str = "json", extra=(), mu=None
+) -> tuple[int, dict]:
     """Run ``audit certify`` on fresh inputs in ``folder``; return (exit code, certificate dict)."""
     args = write_inputs(folder, aligned=aligned, view=view, mu=mu)
     out = folder / "report"

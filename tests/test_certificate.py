@@ -11,8 +11,8 @@ from hypothesis.extra.numpy import arrays
 
 from auditor.certificate.state import CertificateState
 from auditor.certificate.verdict import decide
-from auditor.errors import AuditInputError
 from auditor.certificate.witness import WitnessSpec, analytic_code
+from auditor.errors import AuditInputError
 
 from . import reference as ref
 
@@ -42,7 +42,8 @@ def run_state(mu, p, K, beta, logvar=None, p_view=None, chunks=1, offset=0):
         if len(idx) == 0:
             continue
         state.update(
-            torch.as_tensor(mu[idx]), torch.as_tensor(p[idx]),
+            torch.as_tensor(mu[idx]),
+            torch.as_tensor(p[idx]),
             None if logvar is None else torch.as_tensor(logvar[idx]),
             None if p_view is None else torch.as_tensor(p_view[idx]),
         )
@@ -110,7 +111,9 @@ def test_margin_energy_path_runs_from_uniform_to_teacher_information(audit, t):
     assert end.alignment_loss == pytest.approx(0.0, abs=1e-8)
     middle = run_state(t * mu_star, p, K, beta).compute()
     E_T = ((np.log(p) - np.log(p).mean(1, keepdims=True)) ** 2).sum(1).mean()
-    assert middle.diagnostics["mean_sq_norm"] == pytest.approx(t**2 * (K - 1) / (K * beta**2) * E_T, rel=1e-9, abs=1e-12)
+    assert middle.diagnostics["mean_sq_norm"] == pytest.approx(
+        t**2 * (K - 1) / (K * beta**2) * E_T, rel=1e-9, abs=1e-12
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -154,7 +157,9 @@ def test_diagnostics_match_the_definitions(audit):
     numbers = run_state(mu, p, K, beta, logvar=logvar, chunks=3).compute()
     expected = ref.diagnostics(mu, logvar)
     d = numbers.diagnostics
-    assert d["max_abs_deviation_from_mean"] == pytest.approx(expected["max_abs_deviation_from_mean"], rel=1e-9, abs=1e-12)
+    assert d["max_abs_deviation_from_mean"] == pytest.approx(
+        expected["max_abs_deviation_from_mean"], rel=1e-9, abs=1e-12
+    )
     assert d["active_units"] == expected["active_units"] or np.any(np.isclose(mu.var(0), 0.01, rtol=1e-9))
     assert d["mean_sq_norm"] == pytest.approx(expected["mean_sq_norm"], rel=1e-10)
     assert d["mean_prior_kl"] == pytest.approx(expected["mean_prior_kl"], rel=1e-10)
@@ -192,7 +197,10 @@ def test_verdict_follows_the_lower_bound_and_the_safety_margin():
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda mu, p: (np.where(np.arange(mu.size).reshape(mu.shape) == 3, np.nan, mu), p), "latent means contain NaN"),
+        (
+            lambda mu, p: (np.where(np.arange(mu.size).reshape(mu.shape) == 3, np.nan, mu), p),
+            "latent means contain NaN",
+        ),
         (lambda mu, p: (mu, p * 1.1), "not probability vectors"),
         (lambda mu, p: (mu, np.where(np.arange(p.size).reshape(p.shape) == 0, -0.1, p)), "not probability vectors"),
         (lambda mu, p: (mu, np.where(np.arange(p.size).reshape(p.shape) == 5, np.inf, p)), "not probability vectors"),
@@ -244,4 +252,6 @@ def test_escape_direction_is_the_gradient_of_the_alignment_loss(audit):
     expected = beta * (q - p) @ ref.witness_S(K, mu.shape[1]).T
     np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-9, atol=1e-12)
     numbers = run_state(mu, p, K, beta).compute()
-    assert numbers.diagnostics["escape_force"] == pytest.approx(np.linalg.norm(expected, axis=1).mean(), rel=1e-9, abs=1e-12)
+    assert numbers.diagnostics["escape_force"] == pytest.approx(
+        np.linalg.norm(expected, axis=1).mean(), rel=1e-9, abs=1e-12
+    )

@@ -17,7 +17,17 @@ from safetensors.numpy import save_file as save_numpy
 from auditor.cli.app import main
 
 from . import reference as ref
-from .certify_fixtures import BETA, K, LATENT, data_x, mlp_tensors, numpy_encoder_mu, teacher_arrays, write_model, write_teacher
+from .certify_fixtures import (
+    BETA,
+    LATENT,
+    K,
+    data_x,
+    mlp_tensors,
+    numpy_encoder_mu,
+    teacher_arrays,
+    write_model,
+    write_teacher,
+)
 
 
 def run(args, capsys) -> tuple[int, str, str]:
@@ -33,16 +43,30 @@ def files(tmp_path):
     np.save(tmp_path / "x.npy", x)
     tensors = mlp_tensors()
     return {
-        "dir": tmp_path, "x": x, "tensors": tensors,
+        "dir": tmp_path,
+        "x": x,
+        "tensors": tensors,
         "model": write_model(tmp_path / "vae.safetensors", tensors),
         "teacher": write_teacher(tmp_path / "teacher.pt"),
-        "data": tmp_path / "x.npy", "out": tmp_path / "report",
+        "data": tmp_path / "x.npy",
+        "out": tmp_path / "report",
     }
 
 
 def certify_args(files, *extra):
-    return ["certify", "--model", files["model"], "--teacher", files["teacher"], "--data", files["data"],
-            "--out", files["out"], "--quiet", *extra]
+    return [
+        "certify",
+        "--model",
+        files["model"],
+        "--teacher",
+        files["teacher"],
+        "--data",
+        files["data"],
+        "--out",
+        files["out"],
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_certificate_numbers_match_numpy_on_the_documented_formulas(files, capsys):
@@ -65,8 +89,13 @@ def test_certificate_numbers_match_numpy_on_the_documented_formulas(files, capsy
     assert code == (0 if cert["verdict"] == "certified" else 1)
     assert cert["schema"] == "vae-audit-certificate/1"
     assert cert["num_samples"] == 60 and cert["num_classes"] == K
-    assert cert["witness"] == {"num_classes": K, "beta": BETA, "offset": 0, "latent_dim": LATENT,
-                               "source": f"metadata of {files['model']}"}
+    assert cert["witness"] == {
+        "num_classes": K,
+        "beta": BETA,
+        "offset": 0,
+        "latent_dim": LATENT,
+        "source": f"metadata of {files['model']}",
+    }
     assert cert["view_gap"] is None and "teacher saw the encoder's own inputs" in cert["view_gap_reason"]
     import hashlib
 
@@ -75,7 +104,7 @@ def test_certificate_numbers_match_numpy_on_the_documented_formulas(files, capsy
         path = files[role]
         assert hashes[role] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
     assert cert["command"][:2] == ["audit", "certify"]
-    assert "not certified\" does not mean \"collapsed\"" in (files["out"] / "certificate.md").read_text().lower()
+    assert 'not certified" does not mean "collapsed"' in (files["out"] / "certificate.md").read_text().lower()
 
 
 def test_precomputed_latents_and_probabilities_match_numpy_to_rounding(tmp_path, capsys):
@@ -84,8 +113,23 @@ def test_precomputed_latents_and_probabilities_match_numpy_to_rounding(tmp_path,
     p = ref.softmax(2 * rng.normal(size=(80, 4)))
     save_numpy({"mu": mu, "logvar": rng.normal(scale=0.1, size=(80, 5))}, str(tmp_path / "lat.safetensors"))
     np.savez(tmp_path / "probs.npz", probs=p)
-    code, _, _ = run(["certify", "--latents", tmp_path / "lat.safetensors", "--teacher-probs", tmp_path / "probs.npz",
-                      "--beta", 1.5, "--out", tmp_path / "r", "--quiet", "--batch-size", 7], capsys)
+    code, _, _ = run(
+        [
+            "certify",
+            "--latents",
+            tmp_path / "lat.safetensors",
+            "--teacher-probs",
+            tmp_path / "probs.npz",
+            "--beta",
+            1.5,
+            "--out",
+            tmp_path / "r",
+            "--quiet",
+            "--batch-size",
+            7,
+        ],
+        capsys,
+    )
     cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
     expected = ref.certificate(mu, p, 4, 1.5)
     for key in ("margin", "teacher_information", "alignment_loss", "margin_lcb"):
@@ -122,8 +166,23 @@ def test_certified_model_exits_zero_and_reports_both_views(tmp_path, capsys):
     np.save(tmp_path / "mu.npy", mu)
     save_numpy({"probs": p}, str(tmp_path / "p.safetensors"))
     save_numpy({"probs": p_view}, str(tmp_path / "pv.safetensors"))
-    code, _, _ = run(["certify", "--latents", tmp_path / "mu.npy", "--teacher-probs", tmp_path / "p.safetensors",
-                      "--view-probs", tmp_path / "pv.safetensors", "--beta", 2, "--out", tmp_path / "r", "--quiet"], capsys)
+    code, _, _ = run(
+        [
+            "certify",
+            "--latents",
+            tmp_path / "mu.npy",
+            "--teacher-probs",
+            tmp_path / "p.safetensors",
+            "--view-probs",
+            tmp_path / "pv.safetensors",
+            "--beta",
+            2,
+            "--out",
+            tmp_path / "r",
+            "--quiet",
+        ],
+        capsys,
+    )
     cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
     assert code == 0 and cert["verdict"] == "certified"
     expected = ref.view_gap(mu, p, p_view, 3, 2.0)
@@ -141,7 +200,9 @@ def test_teacher_data_gives_the_view_gap_from_two_views(files, tmp_path, capsys)
     p = ref.pca_gmm_probs(x_teacher.astype(np.float64), teacher_arrays())
     p_view = ref.pca_gmm_probs(files["x"].astype(np.float64), teacher_arrays())
     expected = ref.view_gap(mu, p, p_view, K, BETA)
-    assert cert["teacher_information"] == pytest.approx(ref.certificate(mu, p, K, BETA)["teacher_information"], rel=1e-10)
+    assert cert["teacher_information"] == pytest.approx(
+        ref.certificate(mu, p, K, BETA)["teacher_information"], rel=1e-10
+    )
     for key in ("bound", "mean_kl", "mean_tv"):
         assert cert["view_gap"][key] == pytest.approx(expected[key], rel=1e-5), key
     assert {i["role"] for i in cert["inputs"]} >= {"teacher-data", "data"}
@@ -175,11 +236,27 @@ def test_arch_factory_with_weights_and_trusted_pt2_teacher(files, tmp_path, caps
 
     save_file(weights, str(tmp_path / "enc.safetensors"))
     teacher_module = torch.nn.Sequential(torch.nn.Linear(64, 3))
-    program = torch.export.export(teacher_module, (torch.zeros(2, 64),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        teacher_module, (torch.zeros(2, 64),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(tmp_path / "teacher.pt2"))
     monkeypatch.chdir(tmp_path)
-    base = ["certify", "--arch", "my_models:build", "--model", tmp_path / "enc.safetensors",
-            "--teacher", tmp_path / "teacher.pt2", "--data", files["data"], "--beta", 1.0, "--out", tmp_path / "r", "--quiet"]
+    base = [
+        "certify",
+        "--arch",
+        "my_models:build",
+        "--model",
+        tmp_path / "enc.safetensors",
+        "--teacher",
+        tmp_path / "teacher.pt2",
+        "--data",
+        files["data"],
+        "--beta",
+        1.0,
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+    ]
     code, _, err = run(base, capsys)
     assert code == 2 and "--trust-teacher-code" in err and not (tmp_path / "r").exists()
     code, _, err = run(base + ["--trust-teacher-code"], capsys)
@@ -194,13 +271,44 @@ def test_arch_factory_with_weights_and_trusted_pt2_teacher(files, tmp_path, caps
 
 
 def test_python_dash_m_auditor_works_like_audit(files):
-    result = subprocess.run([sys.executable, "-m", "auditor", "certify", "--model", str(files["model"]), "--teacher",
-                             str(files["teacher"]), "--data", str(files["data"]), "--out", str(files["out"]), "--quiet"],
-                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditor",
+            "certify",
+            "--model",
+            str(files["model"]),
+            "--teacher",
+            str(files["teacher"]),
+            "--data",
+            str(files["data"]),
+            "--out",
+            str(files["out"]),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert result.returncode in (0, 1), result.stderr
     assert (files["out"] / "certificate.json").exists()
-    bad = subprocess.run([sys.executable, "-m", "auditor", "certify", "--model", "missing.safetensors", "--teacher",
-                          str(files["teacher"]), "--data", "digits"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditor",
+            "certify",
+            "--model",
+            "missing.safetensors",
+            "--teacher",
+            str(files["teacher"]),
+            "--data",
+            "digits",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
@@ -212,6 +320,7 @@ def test_format_and_quiet(files, capsys):
 
 
 # ----------------------------------------------------------------------------- bad input → exit 2
+
 
 def _truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
@@ -236,7 +345,10 @@ def _bad_cases(files, tmp_path):
     save_numpy({"probs": -ref.softmax(rng.normal(size=(60, 3)))}, str(d / "neg.safetensors"))
     save_numpy({"probs": 0.5 * ref.softmax(rng.normal(size=(60, 3)))}, str(d / "unnorm.safetensors"))
     save_numpy({"probs": ref.softmax(rng.normal(size=(59, 3)))}, str(d / "short.safetensors"))
-    save_numpy({"mu": np.where(np.arange(60 * 4).reshape(60, 4) == 5, np.inf, rng.normal(size=(60, 4)))}, str(d / "nanmu.safetensors"))
+    save_numpy(
+        {"mu": np.where(np.arange(60 * 4).reshape(60, 4) == 5, np.inf, rng.normal(size=(60, 4)))},
+        str(d / "nanmu.safetensors"),
+    )
     save_numpy({"mu": rng.normal(size=(60, 4))}, str(d / "mu.safetensors"))
     with open(d / "evil.pt", "wb") as handle:
         pickle.dump({"format": Evil()}, handle)
@@ -254,13 +366,31 @@ def _bad_cases(files, tmp_path):
     return {
         "missing model": (["--model", d / "nope.safetensors", "--teacher", t, "--data", x], "no such model file"),
         "truncated model": (["--model", d / "trunc.safetensors", "--teacher", t, "--data", x], "truncated"),
-        "no vae_audit metadata": (["--model", d / "nometa.safetensors", "--teacher", t, "--data", x], "no vae_audit metadata"),
-        "unknown architecture": (["--model", d / "unknown_arch.safetensors", "--teacher", t, "--data", x], "unknown architecture"),
-        "tensors do not match": (["--model", d / "mismatch.safetensors", "--teacher", t, "--data", x], "do not match the architecture"),
+        "no vae_audit metadata": (
+            ["--model", d / "nometa.safetensors", "--teacher", t, "--data", x],
+            "no vae_audit metadata",
+        ),
+        "unknown architecture": (
+            ["--model", d / "unknown_arch.safetensors", "--teacher", t, "--data", x],
+            "unknown architecture",
+        ),
+        "tensors do not match": (
+            ["--model", d / "mismatch.safetensors", "--teacher", t, "--data", x],
+            "do not match the architecture",
+        ),
         "d < K-1": (["--model", d / "small_d.safetensors", "--teacher", t, "--data", x], "too small"),
-        "teacher K mismatch": (["--model", m, "--teacher", d / "t5.pt", "--data", x], "K=3 classes but the teacher gives K=5"),
-        "teacher input mismatch": (["--model", m, "--teacher", d / "t32.pt", "--data", x], "teacher takes inputs of size 32"),
-        "data shape mismatch": (["--model", m, "--teacher", t, "--data", d / "x32.npy"], "the model takes inputs of shape"),
+        "teacher K mismatch": (
+            ["--model", m, "--teacher", d / "t5.pt", "--data", x],
+            "K=3 classes but the teacher gives K=5",
+        ),
+        "teacher input mismatch": (
+            ["--model", m, "--teacher", d / "t32.pt", "--data", x],
+            "teacher takes inputs of size 32",
+        ),
+        "data shape mismatch": (
+            ["--model", m, "--teacher", t, "--data", d / "x32.npy"],
+            "the model takes inputs of shape",
+        ),
         "pickle teacher refused": (["--model", m, "--teacher", d / "evil.pt", "--data", x], "refused to load"),
         "truncated teacher": (["--model", m, "--teacher", d / "trunc.pt", "--data", x], "truncated or corrupt"),
         "teacher wrong format": (["--model", m, "--teacher", d / "badfmt.pt", "--data", x], "not a vae-audit teacher"),
@@ -268,13 +398,34 @@ def _bad_cases(files, tmp_path):
         "empty data": (["--model", m, "--teacher", t, "--data", d / "empty.npy"], "empty"),
         "truncated data": (["--model", m, "--teacher", t, "--data", d / "trunc.npy"], "truncated"),
         "unknown data": (["--model", m, "--teacher", t, "--data", "nonexistent-set"], "digits"),
-        "negative probs": (["--latents", d / "mu.safetensors", "--teacher-probs", d / "neg.safetensors", "--beta", 1], "not probability vectors"),
-        "probs not summing to 1": (["--latents", d / "mu.safetensors", "--teacher-probs", d / "unnorm.safetensors", "--beta", 1], "not probability vectors"),
-        "NaN in latents": (["--latents", d / "nanmu.safetensors", "--teacher-probs", d / "neg.safetensors", "--beta", 1], "NaN or inf"),
-        "sample count mismatch": (["--latents", d / "mu.safetensors", "--teacher-probs", d / "short.safetensors", "--beta", 1], "same number of samples"),
-        "latents without beta": (["--latents", d / "mu.safetensors", "--teacher-probs", d / "short.safetensors"], "--beta"),
-        "flag contradicts metadata": (["--model", m, "--teacher", t, "--data", x, "--beta", 3], "contradicts the witness"),
-        "two encoder sources": (["--model", m, "--latents", d / "mu.safetensors", "--teacher", t, "--data", x], "exactly one of"),
+        "negative probs": (
+            ["--latents", d / "mu.safetensors", "--teacher-probs", d / "neg.safetensors", "--beta", 1],
+            "not probability vectors",
+        ),
+        "probs not summing to 1": (
+            ["--latents", d / "mu.safetensors", "--teacher-probs", d / "unnorm.safetensors", "--beta", 1],
+            "not probability vectors",
+        ),
+        "NaN in latents": (
+            ["--latents", d / "nanmu.safetensors", "--teacher-probs", d / "neg.safetensors", "--beta", 1],
+            "NaN or inf",
+        ),
+        "sample count mismatch": (
+            ["--latents", d / "mu.safetensors", "--teacher-probs", d / "short.safetensors", "--beta", 1],
+            "same number of samples",
+        ),
+        "latents without beta": (
+            ["--latents", d / "mu.safetensors", "--teacher-probs", d / "short.safetensors"],
+            "--beta",
+        ),
+        "flag contradicts metadata": (
+            ["--model", m, "--teacher", t, "--data", x, "--beta", 3],
+            "contradicts the witness",
+        ),
+        "two encoder sources": (
+            ["--model", m, "--latents", d / "mu.safetensors", "--teacher", t, "--data", x],
+            "exactly one of",
+        ),
         "no teacher": (["--model", m, "--data", x], "exactly one of --teacher"),
         "model without data": (["--model", m, "--teacher", t], "give --data"),
         "unknown format": (["--model", m, "--teacher", t, "--data", x, "--format", "json,pdf"], "unknown --format"),
@@ -283,7 +434,10 @@ def _bad_cases(files, tmp_path):
         "bad batch size": (["--model", m, "--teacher", t, "--data", x, "--batch-size", 0], "--batch-size"),
         "bad limit": (["--model", m, "--teacher", t, "--data", x, "--limit", 0], "--limit"),
         "bad split": (["--model", m, "--teacher", t, "--data", "digits", "--split", "validation"], "split"),
-        "arch not importable": (["--arch", "no_such_module_xyz:f", "--teacher", t, "--data", x, "--beta", 1], "cannot import"),
+        "arch not importable": (
+            ["--arch", "no_such_module_xyz:f", "--teacher", t, "--data", x, "--beta", 1],
+            "cannot import",
+        ),
         "unknown option": (["--model", m, "--teacher", t, "--data", x, "--bogus"], "No such option"),
         "bad option value": (["--model", m, "--teacher", t, "--data", x, "--confidence", "high"], "confidence"),
     }
@@ -298,7 +452,13 @@ def test_every_bad_input_is_one_line_exit_2_and_leaves_the_old_report(files, tmp
     for name, (args, message) in _bad_cases(files, tmp_path).items():
         code, stdout, err = run(["certify", *args, "--out", out, "--quiet"], capsys)
         lines = err.strip().splitlines()
-        if not (code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "Traceback" not in err):
+        if not (
+            code == 2
+            and len(lines) == 1
+            and lines[0].startswith("error: ")
+            and message in lines[0]
+            and "Traceback" not in err
+        ):
             failures.append(f"{name}: code={code} err={err!r}")
     assert not failures, "\n".join(failures)
     assert (out / "certificate.json").read_text() == "previous report\n"
@@ -312,8 +472,25 @@ def test_limit_applies_to_every_input(tmp_path, capsys):
     np.save(tmp_path / "mu.npy", mu)
     np.savez(tmp_path / "p.npz", probs=p)
     np.save(tmp_path / "x.npy", np.zeros((80, 2), np.float32))
-    code, _, err = run(["certify", "--latents", tmp_path / "mu.npy", "--teacher-probs", tmp_path / "p.npz", "--beta", 1,
-                        "--data", tmp_path / "x.npy", "--limit", 30, "--out", tmp_path / "r", "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "certify",
+            "--latents",
+            tmp_path / "mu.npy",
+            "--teacher-probs",
+            tmp_path / "p.npz",
+            "--beta",
+            1,
+            "--data",
+            tmp_path / "x.npy",
+            "--limit",
+            30,
+            "--out",
+            tmp_path / "r",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code in (0, 1), err
     cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
     assert cert["num_samples"] == 30

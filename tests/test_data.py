@@ -17,19 +17,32 @@ from hypothesis import strategies as st
 from safetensors.numpy import save_file
 from sklearn.datasets import load_digits
 
+from auditor.errors import AuditInputError
+from auditor.sources.arrays import FileRows
 from auditor.sources.datasets.dataset import Dataset, to_unit_float
 from auditor.sources.datasets.registry import DATASETS, open_dataset
 from auditor.sources.hashing import InputRecord
-from auditor.errors import AuditInputError
-from auditor.sources.arrays import FileRows
 
 try:  # pytest puts tests/ on sys.path unless tests/ is a package
-    from data_fixtures import (idx_bytes, write_cifar10_binary, write_cifar10_python,
-                               write_cifar100_binary, write_cifar100_python, write_idx, write_mnist)
+    from data_fixtures import (
+        idx_bytes,
+        write_cifar10_binary,
+        write_cifar10_python,
+        write_cifar100_binary,
+        write_cifar100_python,
+        write_idx,
+        write_mnist,
+    )
 except ImportError:
-    from tests.data_fixtures import (idx_bytes, write_cifar10_binary, write_cifar10_python,
-                                     write_cifar100_binary, write_cifar100_python, write_idx,
-                                     write_mnist)
+    from tests.data_fixtures import (
+        idx_bytes,
+        write_cifar10_binary,
+        write_cifar10_python,
+        write_cifar100_binary,
+        write_cifar100_python,
+        write_idx,
+        write_mnist,
+    )
 
 
 @pytest.fixture
@@ -83,10 +96,13 @@ def test_digits_all_matches_sklearn_divided_by_16():
     np.testing.assert_array_equal(data.labels(), DIGITS.target)
 
 
-@pytest.mark.parametrize("split, count, selected", [
-    ("test", 360, DIGITS_IS_TEST),
-    ("train", 1437, ~DIGITS_IS_TEST),
-])
+@pytest.mark.parametrize(
+    "split, count, selected",
+    [
+        ("test", 360, DIGITS_IS_TEST),
+        ("train", 1437, ~DIGITS_IS_TEST),
+    ],
+)
 def test_digits_split_by_index_mod_5(split, count, selected):
     data = open_dataset("digits", split=split)
     assert data.shape == (count, 64) and data.split == split
@@ -125,6 +141,7 @@ def test_read_returns_an_owned_copy_and_clips_stop():
 
 
 # --- tensor files ------------------------------------------------------------------------------
+
 
 def test_npy_file_keeps_uint8_and_records_sha256(tmp_path, rng):
     x = rng.integers(0, 256, size=(12, 1, 4, 4), dtype=np.uint8)
@@ -256,12 +273,15 @@ def _safetensors_with_header(path, header: dict, data: bytes) -> None:
     path.write_bytes(struct.pack("<Q", len(text)) + text + data)
 
 
-@pytest.mark.parametrize("x_entry, message", [
-    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, "24"]}, "bad offsets"),
-    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [16, 8]}, "bad offsets"),
-    ({"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 24]}, "shape and offsets disagree"),
-    ({"dtype": "F32", "shape": [2, "3"], "data_offsets": [0, 24]}, "shape and offsets disagree"),
-])
+@pytest.mark.parametrize(
+    "x_entry, message",
+    [
+        ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, "24"]}, "bad offsets"),
+        ({"dtype": "F32", "shape": [2, 3], "data_offsets": [16, 8]}, "bad offsets"),
+        ({"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 24]}, "shape and offsets disagree"),
+        ({"dtype": "F32", "shape": [2, "3"], "data_offsets": [0, 24]}, "shape and offsets disagree"),
+    ],
+)
 def test_safetensors_with_inconsistent_entries(tmp_path, x_entry, message):
     path = tmp_path / "d.safetensors"
     _safetensors_with_header(path, {"x": x_entry}, bytes(24))
@@ -300,6 +320,7 @@ def test_unsupported_file_type(tmp_path):
 
 # --- arguments ---------------------------------------------------------------------------------
 
+
 def test_unknown_spec_lists_builtins(tmp_path):
     message = input_error(open_dataset, str(tmp_path / "nowhere"))
     assert "unknown data set" in message and "digits" in message
@@ -315,6 +336,7 @@ def test_bad_limit(limit):
 
 
 # --- CIFAR binary ------------------------------------------------------------------------------
+
 
 def test_cifar10_binary_splits_values_labels_and_records(tmp_path, rng):
     folder = tmp_path / "cifar-10-batches-bin"
@@ -362,7 +384,7 @@ def test_cifar_reads_across_batch_boundaries(tmp_path_factory, start, length):
         write_cifar10_binary(folder, np.random.default_rng(5))
     data = open_dataset(str(folder))
     everything = data.read(0, data.num_samples)
-    np.testing.assert_array_equal(data.read(start, start + length), everything[start:start + length])
+    np.testing.assert_array_equal(data.read(start, start + length), everything[start : start + length])
 
 
 def test_cifar100_binary_uses_fine_labels(tmp_path, rng):
@@ -443,6 +465,7 @@ def test_folder_with_two_data_sets_is_ambiguous(tmp_path, rng):
 
 # --- CIFAR python ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_cifar10_python(tmp_path, rng, protocol):
     folder = tmp_path / "cifar-10-batches-py"
@@ -490,11 +513,14 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, rng):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("payload", [
-    {b"data": np.load},                 # a numpy function that is not an array builder
-    {b"data": [pickle.loads]},          # any other global, even nested in a list
-    {b"data": Path("/etc/passwd")},     # arbitrary classes
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {b"data": np.load},  # a numpy function that is not an array builder
+        {b"data": [pickle.loads]},  # any other global, even nested in a list
+        {b"data": Path("/etc/passwd")},  # arbitrary classes
+    ],
+)
 def test_pickles_with_other_globals_are_refused(tmp_path, rng, payload):
     folder = tmp_path / "c100"
     _cifar100_with_train_pickle(folder, rng, payload)
@@ -530,6 +556,7 @@ def test_cifar_pickle_with_wrong_labels(tmp_path, rng):
 
 # --- MNIST IDX ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("gzipped, dotted", [(False, False), (True, False), (False, True), (True, True)])
 def test_mnist_idx(tmp_path, rng, gzipped, dotted):
     folder = tmp_path / "mnist"
@@ -560,8 +587,7 @@ def test_mnist_torchvision_layout_and_raw_preferred_over_gz(tmp_path, rng):
     written = write_mnist(raw, rng, gzipped=False)  # different content under the raw names
     data = open_dataset(str(tmp_path), split="train")
     np.testing.assert_array_equal(data.read(0, 6)[:, 0], written["train"][0])
-    assert [r.path for r in data.inputs] == [str(raw / "train-images-idx3-ubyte"),
-                                            str(raw / "train-labels-idx1-ubyte")]
+    assert [r.path for r in data.inputs] == [str(raw / "train-images-idx3-ubyte"), str(raw / "train-labels-idx1-ubyte")]
 
 
 def test_mnist_raw_is_memory_mapped(tmp_path, rng):
@@ -639,6 +665,7 @@ def test_incomplete_mnist_folder(tmp_path, rng):
 
 
 # --- to_unit_float -----------------------------------------------------------------------------
+
 
 def test_to_unit_float_scales_uint8_exactly():
     values = torch.arange(256, dtype=torch.uint8).reshape(16, 16)

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from auditor.cli.app import main
 from auditor.certificate.design import design_summary, design_table, recommend_beta, teacher_energy
+from auditor.cli.app import main
 from auditor.errors import AuditInputError
-from auditor.sources.teachers.files import load_teacher
 from auditor.sources.datasets.features import dataset_features
+from auditor.sources.teachers.files import load_teacher
 from auditor.teachers.fit import teacher_probabilities
 
 from . import reference as ref
@@ -25,7 +25,9 @@ def plain_path(p, K, d, beta, ts, offset=0):
     logp = np.log(np.maximum(p, 1e-12))
     ell = logp - logp.mean(1, keepdims=True)
     mu_star = (K - 1) / (K * beta) * ell @ ref.witness_S(K, d, offset).T
-    return [(ref.certificate(t * mu_star, p, K, beta, offset)["margin"], ((t * mu_star) ** 2).sum(1).mean()) for t in ts]
+    return [
+        (ref.certificate(t * mu_star, p, K, beta, offset)["margin"], ((t * mu_star) ** 2).sum(1).mean()) for t in ts
+    ]
 
 
 def random_teacher(seed, n=50, K=4, zeros=False):
@@ -85,7 +87,9 @@ def test_summary_and_recommended_beta():
     e_t = ((logp - logp.mean(1, keepdims=True)) ** 2).sum(1).mean()
     s = design_summary(p, beta, d, budget)
     assert s["E_T"] == pytest.approx(e_t, rel=1e-12) == teacher_energy(p)
-    assert s["teacher_information"] == pytest.approx(ref.entropy_rows(p.mean(0)[None])[0] - ref.entropy_rows(p).mean(), abs=1e-12)
+    assert s["teacher_information"] == pytest.approx(
+        ref.entropy_rows(p.mean(0)[None])[0] - ref.entropy_rows(p).mean(), abs=1e-12
+    )
     assert s["analytic_code_energy"] == pytest.approx((K - 1) / (K * beta**2) * e_t, rel=1e-12)
     assert s["prior_cost"] == pytest.approx(s["analytic_code_energy"] / 2, rel=1e-12)
     b = recommend_beta(e_t, K, budget)
@@ -97,16 +101,19 @@ def test_summary_and_recommended_beta():
     assert recommend_beta(0.0, K, budget) == 0.0
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda p: design_table(p, 2.0, 2), "latent dimension"),
-    (lambda p: design_table(p, 0.0, 6), "beta"),
-    (lambda p: design_table(p, -1.0, 6), "beta"),
-    (lambda p: design_table(p, 2.0, 6, ts=[]), "at least one t"),
-    (lambda p: design_table(p, 2.0, 6, ts=[float("nan")]), "finite"),
-    (lambda p: design_table(p[:, :1], 2.0, 6), "K >= 2"),
-    (lambda p: design_table(p + 0.5, 2.0, 6), "not probability vectors"),
-    (lambda p: recommend_beta(1.0, 4, 0.0), "--energy-budget"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda p: design_table(p, 2.0, 2), "latent dimension"),
+        (lambda p: design_table(p, 0.0, 6), "beta"),
+        (lambda p: design_table(p, -1.0, 6), "beta"),
+        (lambda p: design_table(p, 2.0, 6, ts=[]), "at least one t"),
+        (lambda p: design_table(p, 2.0, 6, ts=[float("nan")]), "finite"),
+        (lambda p: design_table(p[:, :1], 2.0, 6), "K >= 2"),
+        (lambda p: design_table(p + 0.5, 2.0, 6), "not probability vectors"),
+        (lambda p: recommend_beta(1.0, 4, 0.0), "--energy-budget"),
+    ],
+)
 def test_library_errors(call, match):
     with pytest.raises(AuditInputError, match=match):
         call(random_teacher(3))
@@ -119,16 +126,48 @@ def test_library_errors(call, match):
 def digits_teacher(tmp_path_factory):
     path = tmp_path_factory.mktemp("design") / "teacher.pt"
     with pytest.raises(SystemExit) as info:
-        main(["teacher", "fit", "--data", "digits", "--rank", "8", "--num-classes", "6",
-              "--temperature", "4", "--out", str(path)])
+        main(
+            [
+                "teacher",
+                "fit",
+                "--data",
+                "digits",
+                "--rank",
+                "8",
+                "--num-classes",
+                "6",
+                "--temperature",
+                "4",
+                "--out",
+                str(path),
+            ]
+        )
     assert info.value.code == 0
     return path
 
 
 def test_design_command_prints_the_numbers_and_writes_the_path(digits_teacher, tmp_path, capsys):
     csv = tmp_path / "path.csv"
-    code, out, err = run_cli(["design", "--teacher", str(digits_teacher), "--data", "digits", "--split", "test",
-                              "--beta", "2", "--latent-dim", "8", "--energy-budget", "5", "--csv", str(csv)], capsys)
+    code, out, err = run_cli(
+        [
+            "design",
+            "--teacher",
+            str(digits_teacher),
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--beta",
+            "2",
+            "--latent-dim",
+            "8",
+            "--energy-budget",
+            "5",
+            "--csv",
+            str(csv),
+        ],
+        capsys,
+    )
     assert code == 0, err
     from auditor.sources.datasets.registry import open_dataset
 
@@ -150,12 +189,32 @@ def test_design_bad_input(digits_teacher, tmp_path, capsys):
     assert_usage_error([*base, "--beta", "-2", "--latent-dim", "8"], capsys, "--beta")
     assert_usage_error([*base, "--beta", "2", "--latent-dim", "8", "--energy-budget", "0"], capsys, "--energy-budget")
     np.savez(tmp_path / "small.npz", x=np.random.default_rng(0).random((20, 10)).astype(np.float32))
-    assert_usage_error(["design", "--teacher", str(digits_teacher), "--data", str(tmp_path / "small.npz"),
-                        "--beta", "2", "--latent-dim", "8"], capsys, "size 64", "size 10")
-    assert_usage_error(["design", "--teacher", str(digits_teacher), "--data", "mnist-please",
-                        "--beta", "2", "--latent-dim", "8"], capsys, "unknown data set")
-    assert_usage_error(["design", "--teacher", str(tmp_path / "none.pt"), "--data", "digits",
-                        "--beta", "2", "--latent-dim", "8"], capsys, "no such teacher file")
+    assert_usage_error(
+        [
+            "design",
+            "--teacher",
+            str(digits_teacher),
+            "--data",
+            str(tmp_path / "small.npz"),
+            "--beta",
+            "2",
+            "--latent-dim",
+            "8",
+        ],
+        capsys,
+        "size 64",
+        "size 10",
+    )
+    assert_usage_error(
+        ["design", "--teacher", str(digits_teacher), "--data", "mnist-please", "--beta", "2", "--latent-dim", "8"],
+        capsys,
+        "unknown data set",
+    )
+    assert_usage_error(
+        ["design", "--teacher", str(tmp_path / "none.pt"), "--data", "digits", "--beta", "2", "--latent-dim", "8"],
+        capsys,
+        "no such teacher file",
+    )
     assert list(tmp_path.iterdir()) == [tmp_path / "small.npz"]
 
 

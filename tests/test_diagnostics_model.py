@@ -13,11 +13,19 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from torch import nn
 
-from auditor.sources.checkpoint import save_checkpoint
+from auditor.audit.diagnostics import (
+    decoder_jacobian,
+    evenly_spaced_rows,
+    identifiability_probe,
+    ima_contrast,
+    mutual_information,
+    self_consistency_data,
+    self_consistency_latent,
+)
 from auditor.cli.app import main
-from auditor.audit.diagnostics import decoder_jacobian, evenly_spaced_rows, identifiability_probe, ima_contrast, mutual_information, self_consistency_data, self_consistency_latent
 from auditor.nets.likelihood import decoder_mean
 from auditor.nets.registry import build_model
+from auditor.sources.checkpoint import save_checkpoint
 
 from .certify_fixtures import D, K, data_x, write_teacher
 
@@ -27,8 +35,8 @@ class LinearVAE(nn.Module):
 
     def __init__(self, A, a, W, b, logvar=-1.0, likelihood="gaussian"):
         super().__init__()
-        t = lambda v: torch.tensor(np.asarray(v), dtype=torch.float64)
-        self.A, self.a, self.W, self.b, self.c = t(A), t(a), t(W), t(b), float(logvar)
+        self.A, self.a, self.W, self.b = (torch.tensor(np.asarray(v), dtype=torch.float64) for v in (A, a, W, b))
+        self.c = float(logvar)
         self.likelihood = likelihood
 
     def encode(self, x):
@@ -41,15 +49,20 @@ class LinearVAE(nn.Module):
 
 def linear_model(seed=0, d=3, D_=6, likelihood="gaussian"):
     rng = np.random.default_rng(seed)
-    return LinearVAE(rng.normal(size=(d, D_)), rng.normal(size=d), rng.normal(size=(D_, d)), rng.normal(size=D_),
-                     likelihood=likelihood), rng
+    return LinearVAE(
+        rng.normal(size=(d, D_)),
+        rng.normal(size=d),
+        rng.normal(size=(D_, d)),
+        rng.normal(size=D_),
+        likelihood=likelihood,
+    ), rng
 
 
 # --------------------------------------------------------------------------- mutual information
 def numpy_mi(mu, logvar, eps, batch):
     total = 0.0
     for s in range(0, len(mu), batch):
-        m, lv, e = mu[s:s + batch], logvar[s:s + batch], eps[s:s + batch]
+        m, lv, e = mu[s : s + batch], logvar[s : s + batch], eps[s : s + batch]
         sd = np.exp(0.5 * lv)
         z = m + e * sd
         log_q_own = norm.logpdf(z, m, sd).sum(axis=1)  # only used through its expectation below
@@ -74,7 +87,9 @@ def test_mutual_information_is_near_zero_when_posteriors_ignore_x_and_log_n_when
     same = mutual_information(torch.zeros(n, 4), torch.full((n, 4), -0.3), torch.tensor(rng.normal(size=(n, 4))))
     assert abs(same) < 0.15
     eps = rng.normal(size=(50, 2))
-    apart = mutual_information(torch.arange(50.0)[:, None].repeat(1, 2) * 100, torch.full((50, 2), -2.0), torch.tensor(eps))
+    apart = mutual_information(
+        torch.arange(50.0)[:, None].repeat(1, 2) * 100, torch.full((50, 2), -2.0), torch.tensor(eps)
+    )
     # Separated posteriors: log q̂(z_i) = log q(z_i|x_i) − log n, so the estimate is log n plus the
     # single-draw noise of log q(z_i|x_i) around −H, which is ½‖ε_i‖² − d/2.
     assert apart == pytest.approx(math.log(50) + np.mean(0.5 * (eps**2).sum(axis=1) - 1.0), abs=1e-9)
@@ -87,9 +102,11 @@ def test_self_consistency_and_identifiability_match_numpy_on_a_linear_gaussian_m
     x, z = rng.uniform(size=(20, 6)), rng.normal(size=(20, 3))
     mu = x @ A.T + a
     assert self_consistency_latent(model, torch.tensor(z), (6,)) == pytest.approx(
-        np.mean(np.sum(((z @ W.T + b) @ A.T + a - z) ** 2, axis=1)), rel=1e-10)
+        np.mean(np.sum(((z @ W.T + b) @ A.T + a - z) ** 2, axis=1)), rel=1e-10
+    )
     assert self_consistency_data(model, torch.tensor(x), torch.tensor(mu)) == pytest.approx(
-        np.mean(np.sum((x - (mu @ W.T + b)) ** 2, axis=1)), rel=1e-10)
+        np.mean(np.sum((x - (mu @ W.T + b)) ** 2, axis=1)), rel=1e-10
+    )
     probe = identifiability_probe(model, torch.tensor(x), torch.tensor(mu), torch.tensor(z))
     at_mean = norm.logpdf(x, mu @ W.T + b, 1.0).sum(axis=1).mean()
     at_prior = norm.logpdf(x, z @ W.T + b, 1.0).sum(axis=1).mean()
@@ -101,7 +118,9 @@ def test_identifiability_gap_is_zero_when_the_decoder_ignores_z():
     model, rng = linear_model(likelihood="bernoulli")
     model.W.zero_()
     x = torch.tensor((rng.uniform(size=(10, 6)) > 0.5).astype(np.float64))
-    probe = identifiability_probe(model, x, torch.tensor(rng.normal(size=(10, 3))), torch.tensor(rng.normal(size=(10, 3))))
+    probe = identifiability_probe(
+        model, x, torch.tensor(rng.normal(size=(10, 3))), torch.tensor(rng.normal(size=(10, 3)))
+    )
     assert probe["gap"] == 0.0
 
 
@@ -154,7 +173,17 @@ def test_evenly_spaced_rows_are_bounded_sorted_and_span_the_set():
 def certify(tmp_path, capsys, *source) -> dict:
     write_teacher(tmp_path / "teacher.pt")
     with pytest.raises(SystemExit) as exit_info:
-        main(["certify", *map(str, source), "--teacher", str(tmp_path / "teacher.pt"), "--out", str(tmp_path / "r"), "--quiet"])
+        main(
+            [
+                "certify",
+                *map(str, source),
+                "--teacher",
+                str(tmp_path / "teacher.pt"),
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+            ]
+        )
     assert exit_info.value.code in (0, 1), capsys.readouterr().err
     return json.loads((tmp_path / "r" / "certificate.json").read_text())["diagnostics"]["model"]
 
@@ -168,7 +197,9 @@ def test_audit_reports_every_model_diagnostic_for_a_checkpoint(tmp_path, capsys)
     np.save(tmp_path / "x.npy", x)
     diag = certify(tmp_path, capsys, "--model", tmp_path / "m.safetensors", "--data", tmp_path / "x.npy")
     assert diag["num_samples"] == 60
-    assert all(diag[k]["computed"] for k in ("mutual_information", "self_consistency", "ima_contrast", "identifiability"))
+    assert all(
+        diag[k]["computed"] for k in ("mutual_information", "self_consistency", "ima_contrast", "identifiability")
+    )
     # The data term recomputed here from the model's own forward pass on all 60 rows.
     with torch.no_grad():
         mu = model.encode(torch.tensor(x))[0]
@@ -187,28 +218,60 @@ def test_precomputed_latents_give_mutual_information_only_with_log_variances(tmp
     save_numpy({"probs": probs}, str(tmp_path / "p.safetensors"))
     save_numpy({"mu": mu}, str(tmp_path / "mu.safetensors"))
     with pytest.raises(SystemExit):
-        main(["certify", "--latents", str(tmp_path / "mu.safetensors"), "--teacher-probs", str(tmp_path / "p.safetensors"),
-              "--beta", "2", "--out", str(tmp_path / "r"), "--quiet"])
+        main(
+            [
+                "certify",
+                "--latents",
+                str(tmp_path / "mu.safetensors"),
+                "--teacher-probs",
+                str(tmp_path / "p.safetensors"),
+                "--beta",
+                "2",
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+            ]
+        )
     diag = json.loads((tmp_path / "r" / "certificate.json").read_text())["diagnostics"]["model"]
     assert diag["mutual_information"] == {"computed": False, "reason": "the encoder gives no log-variances"}
     assert diag["ima_contrast"]["computed"] is False
     save_numpy({"mu": mu, "logvar": logvar}, str(tmp_path / "mu.safetensors"))
     with pytest.raises(SystemExit):
-        main(["certify", "--latents", str(tmp_path / "mu.safetensors"), "--teacher-probs", str(tmp_path / "p.safetensors"),
-              "--beta", "2", "--out", str(tmp_path / "r"), "--quiet"])
+        main(
+            [
+                "certify",
+                "--latents",
+                str(tmp_path / "mu.safetensors"),
+                "--teacher-probs",
+                str(tmp_path / "p.safetensors"),
+                "--beta",
+                "2",
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+            ]
+        )
     diag = json.loads((tmp_path / "r" / "certificate.json").read_text())["diagnostics"]["model"]
     eps = torch.randn((40, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
-    assert diag["mutual_information"]["value"] == pytest.approx(numpy_mi(mu.astype(np.float64), logvar.astype(np.float64), eps, 40), rel=1e-6)
+    assert diag["mutual_information"]["value"] == pytest.approx(
+        numpy_mi(mu.astype(np.float64), logvar.astype(np.float64), eps, 40), rel=1e-6
+    )
 
 
 def test_headline_numbers_pick_one_value_each_and_nan_where_not_computed():
     from auditor.audit.diagnostics import headline_numbers
 
-    diag = {"mutual_information": {"computed": False, "reason": "no log-variances"},
-            "self_consistency": {"computed": True, "latent": 1.5, "data": 2.5},
-            "ima_contrast": {"computed": True, "mean": None, "num_singular": 3},
-            "identifiability": {"computed": True, "gap": 0.25}}
+    diag = {
+        "mutual_information": {"computed": False, "reason": "no log-variances"},
+        "self_consistency": {"computed": True, "latent": 1.5, "data": 2.5},
+        "ima_contrast": {"computed": True, "mean": None, "num_singular": 3},
+        "identifiability": {"computed": True, "gap": 0.25},
+    }
     got = headline_numbers(diag)
-    assert got["self_consistency_latent"] == 1.5 and got["self_consistency_data"] == 2.5 and got["identifiability_gap"] == 0.25
+    assert (
+        got["self_consistency_latent"] == 1.5
+        and got["self_consistency_data"] == 2.5
+        and got["identifiability_gap"] == 0.25
+    )
     assert math.isnan(got["mutual_information"]) and math.isnan(got["ima_contrast"])
     assert all(math.isnan(v) for v in headline_numbers(None).values())

@@ -72,16 +72,39 @@ def _certify(args, nproc=None, cwd=REPO):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    launcher = [sys.executable, "-m", "auditor"] if nproc is None else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "auditor"]
+    launcher = (
+        [sys.executable, "-m", "auditor"]
+        if nproc is None
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "auditor",
+        ]
+    )
     return subprocess.run([*launcher, "certify", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
 def test_two_gloo_processes_give_the_single_process_numbers(tmp_path):
     x = fx.inputs(301)
     paths = fx.write_inputs(tmp_path, x)
-    common = ["--model", str(paths["model"]), "--teacher", str(paths["teacher"]), "--data", str(paths["data"]),
-              "--device", "cpu", "--batch-size", "32", "--confidence", "0.9"]
+    common = [
+        "--model",
+        str(paths["model"]),
+        "--teacher",
+        str(paths["teacher"]),
+        "--data",
+        str(paths["data"]),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "32",
+        "--confidence",
+        "0.9",
+    ]
     single = _certify([*common, "--out", str(tmp_path / "single")])
     double = _certify([*common, "--out", str(tmp_path / "double")], nproc=2)
     assert single.returncode in (0, 1), single.stderr
@@ -109,8 +132,21 @@ def test_bad_rows_in_one_shard_fail_every_rank(tmp_path):
     x = fx.inputs(40)
     x[35] = np.inf  # in rank 1's shard only
     paths = fx.write_inputs(tmp_path, x)
-    result = _certify(["--model", str(paths["model"]), "--teacher", str(paths["teacher"]), "--data", str(paths["data"]),
-                       "--device", "cpu", "--out", str(tmp_path / "out")], nproc=2)
+    result = _certify(
+        [
+            "--model",
+            str(paths["model"]),
+            "--teacher",
+            str(paths["teacher"]),
+            "--data",
+            str(paths["data"]),
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        nproc=2,
+    )
     assert result.returncode != 0
     assert result.stderr.count("error: input data contain NaN or inf in 1 samples") == 2  # both ranks
     assert "exitcode  : 2" in result.stderr  # torchrun's own report: our ranks exited with 2
@@ -121,9 +157,8 @@ def test_a_rank_other_than_0_exits_0_and_writes_nothing_even_when_not_certified(
     """A non-zero exit of rank 1 would make torchrun kill rank 0, possibly before its report exists."""
     from types import SimpleNamespace
 
-    from auditor.cli.app import main  # first: it registers the command modules
-
     import auditor.cli.certify
+    from auditor.cli.app import main  # first: it registers the command modules
 
     not_certified = SimpleNamespace(verdict=SimpleNamespace(certified=False))
     monkeypatch.setattr(auditor.cli.certify, "run_audit", lambda request, progress=None: not_certified)
@@ -131,6 +166,18 @@ def test_a_rank_other_than_0_exits_0_and_writes_nothing_even_when_not_certified(
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SystemExit) as exit_info:
-        main(["certify", "--latents", "mu.npy", "--teacher-probs", "p.npy", "--beta", "1", "--out", str(tmp_path / "out")])
+        main(
+            [
+                "certify",
+                "--latents",
+                "mu.npy",
+                "--teacher-probs",
+                "p.npy",
+                "--beta",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == "" and not (tmp_path / "out").exists()

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from auditor.audit import batch_size, helper_threads, memory, prefetch, transfer, update_worker
 from auditor.audit.pipeline import run_audit
+from auditor.audit.plan import PassPlan
+from auditor.audit.prefetch import host_batches
 from auditor.audit.request import AuditRequest
+from auditor.audit.stream import run_pass
 from auditor.certificate.state import nonfinite_rows
 from auditor.cli.app import main as cli_main
 from auditor.errors import AuditInputError
-from auditor.audit.plan import PassPlan
-from auditor.audit.prefetch import host_batches
-from auditor.audit.stream import run_pass
 from auditor.reports.progress import BatchProgress, progress_wanted
 from auditor.sources.arrays import InMemoryArray, row_ranges
 
@@ -51,6 +51,7 @@ def test_pass_matches_plain_numpy_formulas():
 
 
 # ---------------------------------------------------------------------------- prefetching
+
 
 def test_prefetching_yields_the_plain_loops_batches():
     x = fx.inputs(53)
@@ -175,6 +176,7 @@ def test_consumer_error_stops_the_reader_thread():
 
 # ---------------------------------------------------------------------------- stored dtype
 
+
 def test_uint8_inputs_travel_as_bytes_and_are_scaled_exactly():
     raw = np.random.default_rng(5).integers(0, 256, size=(70, fx.D), dtype=np.uint8)
     host = [b.tensors for b in host_batches({"x": InMemoryArray(raw)}, [(0, 35), (35, 70)])]
@@ -210,6 +212,7 @@ def test_nonfinite_rows_are_counted_once_when_out_of_memory_retries_a_batch():
 
 # ---------------------------------------------------------------------------- precision
 
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_is_close_to_fp32(precision):
     x = fx.inputs(200)
@@ -227,8 +230,14 @@ def test_unknown_precision_is_refused():
 
 def test_precision_and_batch_size_are_recorded_in_settings(tmp_path):
     paths = fx.write_inputs(tmp_path, fx.inputs(50))
-    request = AuditRequest(model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]),
-                           precision="bf16", batch_size="auto", device="cpu")
+    request = AuditRequest(
+        model=paths["model"],
+        teacher=paths["teacher"],
+        data=str(paths["data"]),
+        precision="bf16",
+        batch_size="auto",
+        device="cpu",
+    )
     result = run_audit(request)
     settings = result.context["settings"]
     assert settings["precision"] == "bf16"
@@ -255,21 +264,38 @@ def test_big_endian_inputs_give_the_numbers_of_native_ones(tmp_path):
     for name, order in (("native", "="), ("big", ">")):
         np.savez(tmp_path / f"{name}-mu.npz", mu=mu.astype(mu.dtype.newbyteorder(order)))
         np.savez(tmp_path / f"{name}-p.npz", probs=probs.astype(probs.dtype.newbyteorder(order)))
-    margins = [_margin_of(latents=tmp_path / f"{name}-mu.npz", teacher_probs=tmp_path / f"{name}-p.npz", beta=2.0)
-               for name in ("native", "big")]
+    margins = [
+        _margin_of(latents=tmp_path / f"{name}-mu.npz", teacher_probs=tmp_path / f"{name}-p.npz", beta=2.0)
+        for name in ("native", "big")
+    ]
     assert margins[0] == margins[1]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--precision", "fp8"], "--precision"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--batch-size", "lots"], "--batch-size"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--precision", "fp8"], "--precision"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "lots"], "--batch-size"),
+    ],
+)
 def test_bad_performance_flags_exit_2(tmp_path, capsys, flags, message):
     paths = fx.write_inputs(tmp_path, fx.inputs(10))
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["certify", "--model", str(paths["model"]), "--teacher", str(paths["teacher"]),
-                  "--data", str(paths["data"]), "--out", str(tmp_path / "out"), *flags])
+        cli_main(
+            [
+                "certify",
+                "--model",
+                str(paths["model"]),
+                "--teacher",
+                str(paths["teacher"]),
+                "--data",
+                str(paths["data"]),
+                "--out",
+                str(tmp_path / "out"),
+                *flags,
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
@@ -277,6 +303,7 @@ def test_bad_performance_flags_exit_2(tmp_path, capsys, flags, message):
 
 
 # ---------------------------------------------------------------------------- out-of-memory halving
+
 
 class _SmallMemoryEncoder(torch.nn.Module):
     """The real encoder, but batches above ``limit`` rows raise CUDA's out-of-memory error."""
@@ -337,6 +364,7 @@ def test_other_errors_are_not_retried():
 
 # ---------------------------------------------------------------------------- auto batch size
 
+
 def test_largest_fitting_batch_doubles_until_out_of_memory():
     tried = []
 
@@ -374,6 +402,7 @@ def test_parse_batch_size():
 
 # ---------------------------------------------------------------------------- progress
 
+
 def test_progress_counts_rows_and_draws_only_after_the_delay():
     from rich.console import Console
 
@@ -406,17 +435,23 @@ def test_progress_only_for_an_interactive_terminal():
 def test_run_audit_reports_progress_per_batch(tmp_path):
     paths = fx.write_inputs(tmp_path, fx.inputs(50))
     bar = BatchProgress(enabled=False)
-    run_audit(AuditRequest(model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]),
-                           batch_size=16, device="cpu"), progress=bar)
+    run_audit(
+        AuditRequest(
+            model=paths["model"], teacher=paths["teacher"], data=str(paths["data"]), batch_size=16, device="cpu"
+        ),
+        progress=bar,
+    )
     assert (bar.total, bar.done) == (50, 50)
 
 
 # ---------------------------------------------------------------------------- flat memory, background hashing
 
+
 def _rss_kib() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
     raise AssertionError("no VmRSS")
 
 
@@ -463,6 +498,7 @@ def test_background_hashes_equal_plain_hashes_and_errors_are_clear(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the CUDA copy schedule (mocked)
+
 
 class _FakeCuda:
     """Stands in for torch.cuda: records the order of copies, event records and waits."""
@@ -516,7 +552,7 @@ def test_cuda_copies_run_one_batch_ahead_and_compute_waits_for_its_own_copy(monk
     monkeypatch.setattr(transfer, "copy_to", fake_copy)
     host = [prefetch.Batch(i, i + 1, {"x": torch.full((1, 2), float(i))}) for i in range(3)]
     order = []
-    for begin, end, batch, _ in transfer.device_batches(iter(host), torch.device("cuda"), cuda=fake):
+    for begin, _end, batch, _ in transfer.device_batches(iter(host), torch.device("cuda"), cuda=fake):
         order.append(begin)
         fake.log.append(("compute", begin))
         assert int(batch["x"][0, 0]) == begin
@@ -524,10 +560,18 @@ def test_cuda_copies_run_one_batch_ahead_and_compute_waits_for_its_own_copy(monk
     assert recorded == [(0, "compute"), (1, "compute"), (2, "compute")]
     events = [e for e in fake.log if e[0] in ("copy", "record", "wait", "compute")]
     assert events == [
-        ("copy", 0), ("record", 0, "copy"),
-        ("copy", 1), ("record", 1, "copy"), ("wait", 0), ("compute", 0),  # copy 1 issued before compute 0
-        ("copy", 2), ("record", 2, "copy"), ("wait", 1), ("compute", 1),
-        ("wait", 2), ("compute", 2),
+        ("copy", 0),
+        ("record", 0, "copy"),
+        ("copy", 1),
+        ("record", 1, "copy"),
+        ("wait", 0),
+        ("compute", 0),  # copy 1 issued before compute 0
+        ("copy", 2),
+        ("record", 2, "copy"),
+        ("wait", 1),
+        ("compute", 1),
+        ("wait", 2),
+        ("compute", 2),
     ]
     assert all(e[1] == "copy" for e in fake.log if e[0] == "enter")  # copies only on the side stream
 
@@ -577,8 +621,9 @@ def test_update_worker_only_with_a_spare_core(monkeypatch):
 
 def test_reader_and_update_worker_threads_step_back(monkeypatch):
     called_from = []
-    monkeypatch.setattr(helper_threads, "yield_to_forward_passes",
-                        lambda: called_from.append(threading.current_thread().name))
+    monkeypatch.setattr(
+        helper_threads, "yield_to_forward_passes", lambda: called_from.append(threading.current_thread().name)
+    )
     run(fx.plan(fx.inputs(40)), 8, pipeline=True)
     assert sorted(called_from) == ["audit-prefetch", "audit-update"]
 
@@ -615,8 +660,9 @@ def test_the_hashing_thread_steps_back_too(monkeypatch, tmp_path):
     from auditor.sources.hashing import hashing_in_background, resolve_digest, sha256_file
 
     called_from = []
-    monkeypatch.setattr(helper_threads, "yield_to_forward_passes",
-                        lambda: called_from.append(threading.current_thread().name))
+    monkeypatch.setattr(
+        helper_threads, "yield_to_forward_passes", lambda: called_from.append(threading.current_thread().name)
+    )
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
     with hashing_in_background(helper_threads.yield_to_forward_passes):  # what run_audit passes

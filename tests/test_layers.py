@@ -113,8 +113,14 @@ def test_no_import_circle():
 
 
 def test_layers_rank_the_sub_packages_bottom_to_top():
-    assert layer("auditor.errors") < layer("auditor.certificate.state") < layer("auditor.sources.arrays") \
-        < layer("auditor.audit.pipeline") < layer("auditor.reports.html") < layer("auditor.cli.app")
+    assert (
+        layer("auditor.errors")
+        < layer("auditor.certificate.state")
+        < layer("auditor.sources.arrays")
+        < layer("auditor.audit.pipeline")
+        < layer("auditor.reports.html")
+        < layer("auditor.cli.app")
+    )
     # the edge the old layout had (the certificate checker reading the Markdown renderer) would fail
     assert layer("auditor.reports.markdown") > layer("auditor.certificate.check")
 
@@ -148,7 +154,9 @@ def registrations_by_import(tree: ast.Module) -> list[str]:
 
 def test_registration_by_import_is_detected():
     assert registrations_by_import(ast.parse("TABLE['conv'] = build\n@register_method\nclass A: pass")) == [
-        "TABLE['conv'] = build", "@register_method A"]
+        "TABLE['conv'] = build",
+        "@register_method A",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

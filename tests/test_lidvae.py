@@ -8,17 +8,26 @@ import numpy as np
 import pytest
 import torch
 
-from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
 from auditor.cli.app import main
 from auditor.errors import AuditInputError
 from auditor.nets.lidvae import ICNN, LIDVAE, orthonormal_columns
 from auditor.nets.registry import build_model
+from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
 
 from .certify_fixtures import D, K, data_x, write_teacher
 from .method_fixtures import digits_teacher, train_and_certify  # noqa: F401 (fixture)
 
-ARCH = {"name": "lidvae", "input_shape": [D], "hidden": [16], "latent_dim": 3, "activation": "relu",
-        "likelihood": "bernoulli", "icnn_hidden": [8, 8], "convexity": 0.05, "singular_values": [0.5, 2.0]}
+ARCH = {
+    "name": "lidvae",
+    "input_shape": [D],
+    "hidden": [16],
+    "latent_dim": 3,
+    "activation": "relu",
+    "likelihood": "bernoulli",
+    "icnn_hidden": [8, 8],
+    "convexity": 0.05,
+    "singular_values": [0.5, 2.0],
+}
 WITNESS = {"num_classes": K, "beta": 2.0, "offset": 0}
 
 
@@ -48,8 +57,13 @@ def test_gradient_map_is_the_gradient_of_the_potential():
     icnn = scrambled(ICNN(4, [5], convexity=0.2).double(), 7)
     y = torch.randn(6, 4, dtype=torch.float64)
     eps = 1e-6
-    numeric = torch.stack([(icnn.potential(y + eps * e) - icnn.potential(y - eps * e)) / (2 * eps)
-                           for e in torch.eye(4, dtype=torch.float64)], dim=1)
+    numeric = torch.stack(
+        [
+            (icnn.potential(y + eps * e) - icnn.potential(y - eps * e)) / (2 * eps)
+            for e in torch.eye(4, dtype=torch.float64)
+        ],
+        dim=1,
+    )
     assert torch.allclose(icnn(y), numeric, atol=1e-6)
     with torch.no_grad():  # the audit's encode() runs without gradients; the map must still work
         assert torch.allclose(icnn(y), numeric, atol=1e-6)
@@ -101,13 +115,16 @@ def test_checkpoint_round_trip_keeps_every_tensor_and_output(tmp_path):
     assert torch.allclose(ckpt.model.decode(z), model.decode(z))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"singular_values": [2.0, 1.0]}, "singular_values"),
-    ({"singular_values": [0.0, 1.0]}, "singular_values"),
-    ({"convexity": -1}, "convexity"),
-    ({"icnn_hidden": [0]}, "icnn_hidden"),
-    ({"latent_dim": D + 1}, "latent_dim"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"singular_values": [2.0, 1.0]}, "singular_values"),
+        ({"singular_values": [0.0, 1.0]}, "singular_values"),
+        ({"convexity": -1}, "convexity"),
+        ({"icnn_hidden": [0]}, "icnn_hidden"),
+        ({"latent_dim": D + 1}, "latent_dim"),
+    ],
+)
 def test_bad_architecture_fields_are_input_errors(change, message):
     with pytest.raises(AuditInputError, match=message):
         build_model({**ARCH, **change})
@@ -119,8 +136,20 @@ def test_lidvae_checkpoint_certifies_through_the_cli(tmp_path, capsys):
     np.save(tmp_path / "x.npy", data_x())
     write_teacher(tmp_path / "teacher.pt")
     with pytest.raises(SystemExit) as exit_info:
-        main(["certify", "--model", str(tmp_path / "lid.safetensors"), "--teacher", str(tmp_path / "teacher.pt"),
-              "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "report"), "--quiet"])
+        main(
+            [
+                "certify",
+                "--model",
+                str(tmp_path / "lid.safetensors"),
+                "--teacher",
+                str(tmp_path / "teacher.pt"),
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--out",
+                str(tmp_path / "report"),
+                "--quiet",
+            ]
+        )
     assert exit_info.value.code in (0, 1)
     assert capsys.readouterr().err == ""
     cert = json.loads((tmp_path / "report" / "certificate.json").read_text())
@@ -144,7 +173,9 @@ def test_decoder_hyper_parameters_come_from_the_config_extra_and_are_checked():
     arch = get_method("lidvae").architecture(cfg, (D,))
     assert arch["convexity"] == 1.0 and arch["singular_values"] == [1.0, 4.0] and arch["icnn_hidden"] == [64, 64]
     assert isinstance(build_model(arch), LIDVAE)
-    bad = get_method("lidvae").architecture(resolve_config(TrainConfig(method="lidvae", extra={"convexity": 0}), None), (D,))
+    bad = get_method("lidvae").architecture(
+        resolve_config(TrainConfig(method="lidvae", extra={"convexity": 0}), None), (D,)
+    )
     with pytest.raises(AuditInputError, match="convexity"):
         build_model(bad)
 

@@ -31,10 +31,16 @@ def expected_numbers(mu, p, logvar):
     S = ref.witness_S(K, D)
     escape = np.linalg.norm(BETA * (cert["q"] - p) @ S.T, axis=1).mean()
     diag = ref.diagnostics(mu, logvar)
-    return {"margin": cert["margin"], "teacher_information": cert["teacher_information"],
-            "alignment_loss": cert["alignment_loss"], "escape_force": escape,
-            "active_units": diag["active_units"], "mean_sq_norm": diag["mean_sq_norm"],
-            "mean_prior_kl": diag["mean_prior_kl"], "num_samples": len(mu)}
+    return {
+        "margin": cert["margin"],
+        "teacher_information": cert["teacher_information"],
+        "alignment_loss": cert["alignment_loss"],
+        "escape_force": escape,
+        "active_units": diag["active_units"],
+        "mean_sq_norm": diag["mean_sq_norm"],
+        "mean_prior_kl": diag["mean_prior_kl"],
+        "num_samples": len(mu),
+    }
 
 
 def test_each_epoch_matches_plain_numpy_and_resets():
@@ -108,10 +114,21 @@ def test_lightning_callback_logs_the_certificate(tmp_path):
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, p), batch_size=16)
     callback = CertificateCallback(num_classes=K, latent_dim=D, beta=BETA)
-    trainer = pl.Trainer(max_epochs=2, callbacks=[callback], accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=[callback],
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(Module(), loader)
-    expected = ref.certificate(x.double().numpy(), p.double().numpy() / p.double().numpy().sum(1, keepdims=True), K, BETA)
+    expected = ref.certificate(
+        x.double().numpy(), p.double().numpy() / p.double().numpy().sum(1, keepdims=True), K, BETA
+    )
     metrics = trainer.callback_metrics
     assert metrics["audit/margin"].item() == pytest.approx(expected["margin"], rel=1e-5)
     assert metrics["audit/teacher_information"].item() == pytest.approx(expected["teacher_information"], rel=1e-5)

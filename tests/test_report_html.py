@@ -92,8 +92,22 @@ def test_energy_path_equals_audit_design_even_with_zero_probabilities(tmp_path):
     p[1] = [0.5, 0.5, 0.0, 0.0]
     np.savez(tmp_path / "lat.npz", mu=mu)
     np.savez(tmp_path / "probs.npz", probs=p)
-    code = run_cli(["certify", "--latents", str(tmp_path / "lat.npz"), "--teacher-probs", str(tmp_path / "probs.npz"),
-                    "--beta", str(BETA), "--out", str(tmp_path / "r"), "--format", "html", "--quiet"])
+    code = run_cli(
+        [
+            "certify",
+            "--latents",
+            str(tmp_path / "lat.npz"),
+            "--teacher-probs",
+            str(tmp_path / "probs.npz"),
+            "--beta",
+            str(BETA),
+            "--out",
+            str(tmp_path / "r"),
+            "--format",
+            "html",
+            "--quiet",
+        ]
+    )
     assert code in (0, 1)
     cert = json.loads((tmp_path / "r" / "certificate.json").read_text())
     assert cert["design"]["prob_floor"] == PROB_FLOOR
@@ -107,8 +121,9 @@ def test_energy_path_equals_audit_design_even_with_zero_probabilities(tmp_path):
 def test_training_curve_from_the_csv_beside_the_model(tmp_path):
     code, cert = certify(tmp_path, formats="json")
     epochs = np.arange(1, 6)
-    (tmp_path / "lat.csv").write_text("epoch,margin,kl,active_units,loss\n"
-                                      + "".join(f"{e},{0.1 * e},{2.0 / e},{e % 4},{1.0}\n" for e in epochs))
+    (tmp_path / "lat.csv").write_text(
+        "epoch,margin,kl,active_units,loss\n" + "".join(f"{e},{0.1 * e},{2.0 / e},{e % 4},{1.0}\n" for e in epochs)
+    )
     page = render_html(cert)
     assert "training" in plots(page)
     (tmp_path / "lat.csv").write_text("step;value\n1;2\n")
@@ -120,7 +135,12 @@ def test_training_curve_from_the_csv_beside_the_model(tmp_path):
 
 def test_report_command_rerenders_from_json(certified, tmp_path, capsys):
     folder, cert = certified
-    assert run_cli(["report", str(folder / "report" / "certificate.json"), "--format", "html,md,junit", "--out", str(tmp_path)]) == 0
+    assert (
+        run_cli(
+            ["report", str(folder / "report" / "certificate.json"), "--format", "html,md,junit", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["certificate.html", "certificate.junit.xml", "certificate.md"]
     assert (tmp_path / "certificate.html").read_text() == render_html(cert)
     assert run_cli(["report", str(folder / "report" / "certificate.json"), "--format", "pdf"]) == 2
@@ -133,9 +153,21 @@ def _chromium() -> str | None:
 
 def _browser(profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--hide-scrollbars", "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120,
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -149,7 +181,10 @@ PROBE = """<script>window.addEventListener('load', function () {
 });</script>"""
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (.ci/run installs Debian's chromium; apt-get install -y chromium)")
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="chromium is not installed (.ci/run installs Debian's chromium; apt-get install -y chromium)",
+)
 def test_chromium_renders_the_verdict_and_every_plot(certified, tmp_path):
     folder, cert = certified
     page = (folder / "report" / "certificate.html").read_text()
@@ -158,7 +193,9 @@ def test_chromium_renders_the_verdict_and_every_plot(certified, tmp_path):
     probed = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page).replace("</body>", PROBE + "</body>")
     (tmp_path / "probe.html").write_text(probed)
     # The virtual-time budget lets the page finish loading (and the probe run) before the dump.
-    dom = _browser(tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", (tmp_path / "probe.html").as_uri())
+    dom = _browser(
+        tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", (tmp_path / "probe.html").as_uri()
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     check = re.search(r'id="render-check" data-plots="(\d+)" data-decoded="(\d+)"', dom.stdout)
     assert check, dom.stdout[-2000:]
@@ -168,8 +205,12 @@ def test_chromium_renders_the_verdict_and_every_plot(certified, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "certificate-report.png"
     shot.unlink(missing_ok=True)
-    result = _browser(tmp_path / "profile-shot", "--window-size=1100,2600", f"--screenshot={shot}",
-                      (folder / "report" / "certificate.html").as_uri())
+    result = _browser(
+        tmp_path / "profile-shot",
+        "--window-size=1100,2600",
+        f"--screenshot={shot}",
+        (folder / "report" / "certificate.html").as_uri(),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     image = mpimg.imread(shot)
     assert image.shape[:2] == (2600, 1100)
@@ -183,7 +224,7 @@ def test_text_from_the_certificate_is_escaped(certified):
     _, cert = certified
     cert = json.loads(json.dumps(cert))
     cert["command"] = ["audit", "certify", "--data", "<script>alert(1)</script>"]
-    cert["inputs"][0]["path"] = "x\" onerror=\"alert(1).npz"
+    cert["inputs"][0]["path"] = 'x" onerror="alert(1).npz'
     page = render_html(cert)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'x" onerror' not in page

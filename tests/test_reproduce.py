@@ -12,9 +12,9 @@ import pytest
 from auditor.sources.checkpoint import load_checkpoint
 from auditor.sources.datasets.registry import open_dataset
 from auditor.sources.hashing import sha256_file
-from auditor.training.reproduce import DEFAULT_ROWS, METRICS, Row, select_rows, summarize
 from auditor.sources.teachers.files import save_teacher
 from auditor.teachers.fit import fit_pca_gmm
+from auditor.training.reproduce import DEFAULT_ROWS, METRICS, Row, select_rows, summarize
 
 from .cli_run import run
 
@@ -32,8 +32,27 @@ def teacher(tmp_path_factory):
 
 def test_reduced_table_shows_prevention_collapse_rescue(teacher, tmp_path, capsys):
     out, models = tmp_path / "report", tmp_path / "models"
-    code, stdout, err = run(["reproduce", "--data", "digits", "--seeds", "0", "--out", out, "--models-out", models,
-                             "--teacher", teacher, "--epochs", "8", "--rows", CI_ROWS, "--quiet"], capsys)
+    code, stdout, err = run(
+        [
+            "reproduce",
+            "--data",
+            "digits",
+            "--seeds",
+            "0",
+            "--out",
+            out,
+            "--models-out",
+            models,
+            "--teacher",
+            teacher,
+            "--epochs",
+            "8",
+            "--rows",
+            CI_ROWS,
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     table = pd.read_csv(out / "table.csv").set_index("row")
     assert list(table.index) == CI_ROWS.split(",")
@@ -44,8 +63,23 @@ def test_reduced_table_shows_prevention_collapse_rescue(teacher, tmp_path, capsy
         assert certified[row] == 0, (row, table.loc[row].to_dict())
     # Each row's numbers are the certificate `audit certify` gives its checkpoint on the test split.
     runs = pd.read_csv(out / "runs.csv").set_index("row")
-    code, _, err = run(["certify", "--model", models / "aligned-kl8-s0.safetensors", "--teacher", teacher,
-                        "--data", "digits", "--split", "test", "--out", tmp_path / "cert", "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "certify",
+            "--model",
+            models / "aligned-kl8-s0.safetensors",
+            "--teacher",
+            teacher,
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--out",
+            tmp_path / "cert",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
     assert runs.loc["aligned-kl8", "margin"] == pytest.approx(cert["margin"], rel=1e-9)
@@ -63,9 +97,18 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     runs = []
     for row in ("a", "b"):
         for seed in range(3):
-            runs.append({"row": row, "method": "vanilla", "protocol": "", "kl_weight": 1.0, "seed": seed,
-                         "epochs_run": 5, "certified": seed < 2 if row == "a" else False,
-                         **{column: float(rng.normal()) for column, _ in METRICS}})
+            runs.append(
+                {
+                    "row": row,
+                    "method": "vanilla",
+                    "protocol": "",
+                    "kl_weight": 1.0,
+                    "seed": seed,
+                    "epochs_run": 5,
+                    "certified": seed < 2 if row == "a" else False,
+                    **{column: float(rng.normal()) for column, _ in METRICS},
+                }
+            )
     frame = pd.DataFrame(runs)
     summary = summarize(frame).set_index("row")
     assert summary.loc["a", "certified"] == 2 and summary.loc["b", "certified"] == 0
@@ -77,9 +120,29 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 
 def test_default_rows_are_the_issue_table_and_extendable():
     names = [r.name for r in DEFAULT_ROWS]
-    assert names == ["vanilla-kl1", "vanilla-kl2", "vanilla-kl4", "vanilla-kl8", "aligned-kl1", "aligned-kl2",
-                     "aligned-kl4", "aligned-kl8", "prefit", "beta-0.5", "free-bits", "kl-anneal", "cyclical",
-                     "collapse", "rescue", "lidvae", "lidvae-aligned", "lidvae-strong", "const-var", "const-var-aligned", "vanilla-gaussian"]
+    assert names == [
+        "vanilla-kl1",
+        "vanilla-kl2",
+        "vanilla-kl4",
+        "vanilla-kl8",
+        "aligned-kl1",
+        "aligned-kl2",
+        "aligned-kl4",
+        "aligned-kl8",
+        "prefit",
+        "beta-0.5",
+        "free-bits",
+        "kl-anneal",
+        "cyclical",
+        "collapse",
+        "rescue",
+        "lidvae",
+        "lidvae-aligned",
+        "lidvae-strong",
+        "const-var",
+        "const-var-aligned",
+        "vanilla-gaussian",
+    ]
     extra = Row("cyclical-m2", "cyclical", {"cycles": 2})
     assert select_rows(["vanilla-kl1", "cyclical-m2"], [*DEFAULT_ROWS, extra])[-1] == extra
 

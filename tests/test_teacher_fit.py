@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from auditor.cli.app import main
-from auditor.sources.datasets.registry import open_dataset
 from auditor.errors import AuditInputError
-from auditor.sources.teachers.files import load_teacher
-from auditor.teachers.pca_gmm import TEACHER_FORMAT
 from auditor.sources.datasets.features import dataset_features
+from auditor.sources.datasets.registry import open_dataset
+from auditor.sources.teachers.files import load_teacher
 from auditor.teachers.fit import fit_pca_gmm, teacher_probabilities
+from auditor.teachers.pca_gmm import TEACHER_FORMAT
 from auditor.teachers.search import holdout_split, search_teachers
 
 from . import reference as ref
@@ -80,8 +80,25 @@ def test_posterior_matches_sklearn_predict_proba_at_temperature_one(digits_train
 @pytest.mark.parametrize("tau", [0.5, 3.0])
 def test_posterior_at_other_temperatures_matches_numpy_softmax(digits_train, tau, tmp_path, capsys):
     out = tmp_path / "t.pt"
-    code, stdout, _ = run_cli(["teacher", "fit", "--data", "digits", "--rank", "6", "--num-classes", "4",
-                               "--temperature", str(tau), "--seed", "1", "--out", str(out)], capsys)
+    code, stdout, _ = run_cli(
+        [
+            "teacher",
+            "fit",
+            "--data",
+            "digits",
+            "--rank",
+            "6",
+            "--num-classes",
+            "4",
+            "--temperature",
+            str(tau),
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0 and "wrote" in stdout
     t = numpy_dict(out)
     assert t["temperature"] == tau and t["pca_components"].shape == (6, 64) and t["means"].shape == (4, 6)
@@ -99,8 +116,23 @@ def test_fit_on_a_tensor_file(tmp_path, capsys):
     x = np.concatenate([rng.normal(0, 0.1, (30, 5)), rng.normal(3, 0.1, (30, 5))]).astype(np.float32)
     np.savez(tmp_path / "x.npz", x=x)
     out = tmp_path / "t.pt"
-    code, _, _ = run_cli(["teacher", "fit", "--data", str(tmp_path / "x.npz"), "--split", "all", "--rank", "2",
-                          "--num-classes", "2", "--out", str(out)], capsys)
+    code, _, _ = run_cli(
+        [
+            "teacher",
+            "fit",
+            "--data",
+            str(tmp_path / "x.npz"),
+            "--split",
+            "all",
+            "--rank",
+            "2",
+            "--num-classes",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0
     p = teacher_probabilities(load_teacher(out), x.astype(np.float64))
     # Two well-separated blobs: the teacher tells them apart with certainty.
@@ -108,18 +140,21 @@ def test_fit_on_a_tensor_file(tmp_path, capsys):
     assert p[30:].argmax(1).tolist() == [1 - p[0].argmax()] * 30
 
 
-@pytest.mark.parametrize("flags, fragments", [
-    (["--limit", "5", "--rank", "2", "--num-classes", "6"], ["K=6", "N = 5"]),
-    (["--rank", "65", "--num-classes", "3"], ["PCA rank 65", "min(N, D)"]),
-    (["--limit", "10", "--rank", "11", "--num-classes", "3"], ["PCA rank 11", "= 10"]),
-    (["--rank", "0", "--num-classes", "3"], ["PCA rank 0"]),
-    (["--rank", "4", "--num-classes", "1"], ["K=1"]),
-    (["--rank", "4", "--num-classes", "3", "--temperature", "0"], ["temperature"]),
-    (["--rank", "4", "--num-classes", "3", "--temperature", "-1"], ["temperature"]),
-    (["--rank", "4", "--num-classes", "3", "--temperature", "nan"], ["temperature"]),
-    (["--rank", "4", "--num-classes", "3", "--split", "validation"], ["split"]),
-    (["--rank", "4", "--num-classes", "3", "--n-init", "0"], ["--n-init"]),
-])
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--limit", "5", "--rank", "2", "--num-classes", "6"], ["K=6", "N = 5"]),
+        (["--rank", "65", "--num-classes", "3"], ["PCA rank 65", "min(N, D)"]),
+        (["--limit", "10", "--rank", "11", "--num-classes", "3"], ["PCA rank 11", "= 10"]),
+        (["--rank", "0", "--num-classes", "3"], ["PCA rank 0"]),
+        (["--rank", "4", "--num-classes", "1"], ["K=1"]),
+        (["--rank", "4", "--num-classes", "3", "--temperature", "0"], ["temperature"]),
+        (["--rank", "4", "--num-classes", "3", "--temperature", "-1"], ["temperature"]),
+        (["--rank", "4", "--num-classes", "3", "--temperature", "nan"], ["temperature"]),
+        (["--rank", "4", "--num-classes", "3", "--split", "validation"], ["split"]),
+        (["--rank", "4", "--num-classes", "3", "--n-init", "0"], ["--n-init"]),
+    ],
+)
 def test_fit_bad_input_is_one_line_and_writes_nothing(flags, fragments, tmp_path, capsys):
     out = tmp_path / "t.pt"
     assert_usage_error(["teacher", "fit", "--data", "digits", *flags, "--out", str(out)], capsys, *fragments)
@@ -127,8 +162,22 @@ def test_fit_bad_input_is_one_line_and_writes_nothing(flags, fragments, tmp_path
 
 
 def test_fit_unknown_data(tmp_path, capsys):
-    assert_usage_error(["teacher", "fit", "--data", str(tmp_path / "nope.npz"), "--rank", "2", "--num-classes", "2",
-                        "--out", str(tmp_path / "t.pt")], capsys, "unknown data set")
+    assert_usage_error(
+        [
+            "teacher",
+            "fit",
+            "--data",
+            str(tmp_path / "nope.npz"),
+            "--rank",
+            "2",
+            "--num-classes",
+            "2",
+            "--out",
+            str(tmp_path / "t.pt"),
+        ],
+        capsys,
+        "unknown data set",
+    )
 
 
 def test_fit_library_errors():
@@ -148,8 +197,22 @@ SMALL_GRID = ["--ranks", "4,8", "--classes", "3,6", "--temperatures", "1,4,16"]
 
 def test_search_chooses_largest_held_out_information_within_budget(tmp_path, capsys, digits_train):
     out = tmp_path / "models" / "teacher.pt"
-    code, stdout, _ = run_cli(["teacher", "search", "--data", "digits", *SMALL_GRID, "--beta", "2",
-                               "--energy-budget", "6", "--out", str(out)], capsys)
+    code, stdout, _ = run_cli(
+        [
+            "teacher",
+            "search",
+            "--data",
+            "digits",
+            *SMALL_GRID,
+            "--beta",
+            "2",
+            "--energy-budget",
+            "6",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert code == 0, stdout
     assert "chosen" in stdout and "fits" in stdout and "energy" in stdout
     record = json.loads((tmp_path / "models" / "teacher.search.json").read_text())
@@ -162,8 +225,11 @@ def test_search_chooses_largest_held_out_information_within_budget(tmp_path, cap
     assert record["data"]["num_holdout"] == len(holdout) == 287
     t = numpy_dict(out)
     chosen = record["chosen"]
-    assert (t["pca_components"].shape[0], t["log_weights"].shape[0], t["temperature"]) == \
-        (chosen["rank"], chosen["K"], chosen["temperature"])
+    assert (t["pca_components"].shape[0], t["log_weights"].shape[0], t["temperature"]) == (
+        chosen["rank"],
+        chosen["K"],
+        chosen["temperature"],
+    )
     i_t, e_t = plain_information(ref.pca_gmm_probs(holdout, t))
     K = chosen["K"]
     assert chosen["I_T"] == pytest.approx(i_t, abs=1e-9)
@@ -185,40 +251,56 @@ def test_search_chooses_largest_held_out_information_within_budget(tmp_path, cap
 
 def test_search_teachers_function(digits_train):
     x_fit, x_holdout = holdout_split(digits_train[:300], 4)
-    teacher, table = search_teachers(x_fit, x_holdout, ranks=[5], classes=[3, 4], temperatures=[2.0, 8.0],
-                                     beta=2.0, energy_budget=1e6, seed=0)
+    teacher, table = search_teachers(
+        x_fit, x_holdout, ranks=[5], classes=[3, 4], temperatures=[2.0, 8.0], beta=2.0, energy_budget=1e6, seed=0
+    )
     assert list(table.columns[:6]) == ["rank", "K", "temperature", "I_T", "E_T", "energy"]
     assert table["within_budget"].all() and table["chosen"].sum() == 1
     row = table[table["chosen"]].iloc[0]
     assert row["I_T"] == table["I_T"].max()
-    assert (teacher.pca_components.shape[0], teacher.num_classes, teacher.temperature) == (5, row["K"], row["temperature"])
+    assert (teacher.pca_components.shape[0], teacher.num_classes, teacher.temperature) == (
+        5,
+        row["K"],
+        row["temperature"],
+    )
     i_t, _ = plain_information(teacher_probabilities(teacher, x_holdout))
     assert row["I_T"] == pytest.approx(i_t, abs=1e-9)
 
 
-@pytest.mark.parametrize("flags, fragments", [
-    (["--ranks", ""], ["grid is empty", "--ranks"]),
-    (["--classes", " , "], ["grid is empty", "--classes"]),
-    (["--temperatures", ""], ["grid is empty"]),
-    (["--ranks", "4,x"], ["--ranks", "comma-separated"]),
-    (["--ranks", "65"], ["PCA rank 65"]),
-    (["--classes", "2000"], ["K=2000", "more than the data supports"]),
-    (["--temperatures", "1,0"], ["temperature"]),
-    (["--temperatures", "-2"], ["temperature"]),
-    (["--beta", "0"], ["--beta"]),
-    (["--energy-budget", "-1"], ["--energy-budget"]),
-    (["--energy-budget", "1e-9"], ["no candidate fits", "--beta >="]),
-    (["--holdout-every", "1"], ["--holdout-every"]),
-    (["--n-init", "0"], ["--n-init"]),
-])
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--ranks", ""], ["grid is empty", "--ranks"]),
+        (["--classes", " , "], ["grid is empty", "--classes"]),
+        (["--temperatures", ""], ["grid is empty"]),
+        (["--ranks", "4,x"], ["--ranks", "comma-separated"]),
+        (["--ranks", "65"], ["PCA rank 65"]),
+        (["--classes", "2000"], ["K=2000", "more than the data supports"]),
+        (["--temperatures", "1,0"], ["temperature"]),
+        (["--temperatures", "-2"], ["temperature"]),
+        (["--beta", "0"], ["--beta"]),
+        (["--energy-budget", "-1"], ["--energy-budget"]),
+        (["--energy-budget", "1e-9"], ["no candidate fits", "--beta >="]),
+        (["--holdout-every", "1"], ["--holdout-every"]),
+        (["--n-init", "0"], ["--n-init"]),
+    ],
+)
 def test_search_bad_input_is_one_line_and_writes_nothing(flags, fragments, tmp_path, capsys):
     grid = {"--ranks": "4", "--classes": "3", "--temperatures": "4"}
     for flag, value in zip(flags[::2], flags[1::2]):
         grid[flag] = value
-    argv = ["teacher", "search", "--data", "digits", "--limit", "200",
-            *[item for pair in grid.items() for item in pair],
-            *[item for pair in zip(flags[::2], flags[1::2]) if pair[0] not in grid for item in pair],
-            "--out", str(tmp_path / "teacher.pt")]
+    argv = [
+        "teacher",
+        "search",
+        "--data",
+        "digits",
+        "--limit",
+        "200",
+        *[item for pair in grid.items() for item in pair],
+        *[item for pair in zip(flags[::2], flags[1::2]) if pair[0] not in grid for item in pair],
+        "--out",
+        str(tmp_path / "teacher.pt"),
+    ]
     assert_usage_error(argv, capsys, *fragments)
     assert list(tmp_path.iterdir()) == []
 
@@ -229,9 +311,27 @@ def test_search_out_must_be_a_file(tmp_path, capsys):
 
 def test_same_seed_same_teacher_bytes(tmp_path, capsys):
     for name in ("a", "b"):
-        code, _, _ = run_cli(["teacher", "search", "--data", "digits", "--limit", "300", "--ranks", "4",
-                              "--classes", "3,4", "--temperatures", "2,8", "--energy-budget", "100",
-                              "--out", str(tmp_path / name / "teacher.pt")], capsys)
+        code, _, _ = run_cli(
+            [
+                "teacher",
+                "search",
+                "--data",
+                "digits",
+                "--limit",
+                "300",
+                "--ranks",
+                "4",
+                "--classes",
+                "3,4",
+                "--temperatures",
+                "2,8",
+                "--energy-budget",
+                "100",
+                "--out",
+                str(tmp_path / name / "teacher.pt"),
+            ],
+            capsys,
+        )
         assert code == 0
     for file in ("teacher.pt", "teacher.search.json"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()

@@ -15,7 +15,8 @@ from .test_teacher_fit import assert_usage_error
 def valid_dict(D=6, r=3, K=4):
     g = torch.Generator().manual_seed(0)
     return {
-        "format": TEACHER_FORMAT, "kind": "pca-gmm",
+        "format": TEACHER_FORMAT,
+        "kind": "pca-gmm",
         "pca_mean": torch.rand(D, generator=g, dtype=torch.float64),
         "pca_components": torch.rand(r, D, generator=g, dtype=torch.float64),
         "log_weights": torch.log(torch.full((K,), 1.0 / K, dtype=torch.float64)),
@@ -74,8 +75,11 @@ def test_plain_pickle_file_is_refused(tmp_path):
 def test_command_refuses_a_pickle_with_exit_2(tmp_path, capsys):
     marker = tmp_path / "marker"
     path = save({**valid_dict(D=64), "extra": CreatesMarker(marker)}, tmp_path / "evil.pt")
-    assert_usage_error(["design", "--teacher", str(path), "--data", "digits", "--beta", "2", "--latent-dim", "8"],
-                       capsys, "refused to load")
+    assert_usage_error(
+        ["design", "--teacher", str(path), "--data", "digits", "--beta", "2", "--latent-dim", "8"],
+        capsys,
+        "refused to load",
+    )
     assert not marker.exists()
 
 
@@ -101,26 +105,35 @@ def test_non_dict(tmp_path, obj):
         load_teacher(save(obj, tmp_path / "t.pt"))
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"format": "vae-audit-teacher/2"}, "not a vae-audit teacher"),
-    ({"format": None}, "not a vae-audit teacher"),
-    ({"kind": "kmeans"}, "unknown teacher kind"),
-    ({"means": torch.zeros(4, 5, dtype=torch.float64)}, "inconsistent teacher shapes"),
-    ({"variances": torch.ones(3, 3, dtype=torch.float64)}, "inconsistent teacher shapes"),
-    ({"pca_components": torch.zeros(3, 7, dtype=torch.float64)}, "inconsistent teacher shapes"),
-    ({"log_weights": torch.zeros(1, dtype=torch.float64), "means": torch.zeros(1, 3, dtype=torch.float64),
-      "variances": torch.ones(1, 3, dtype=torch.float64)}, "K >= 2"),
-    ({"pca_mean": torch.zeros(2, 3, dtype=torch.float64)}, "inconsistent teacher shapes"),
-    ({"variances": torch.zeros(4, 3, dtype=torch.float64)}, "variances must be > 0"),
-    ({"variances": -torch.ones(4, 3, dtype=torch.float64)}, "variances must be > 0"),
-    ({"means": torch.full((4, 3), float("nan"), dtype=torch.float64)}, "NaN or inf"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"temperature": -1.0}, "temperature"),
-    ({"temperature": float("inf")}, "temperature"),
-    ({"temperature": "1"}, "temperature"),
-    ({"temperature": torch.tensor([1.0, 2.0])}, "temperature"),
-    ({"means": [[0.0] * 3] * 4}, "must be a tensor"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"format": "vae-audit-teacher/2"}, "not a vae-audit teacher"),
+        ({"format": None}, "not a vae-audit teacher"),
+        ({"kind": "kmeans"}, "unknown teacher kind"),
+        ({"means": torch.zeros(4, 5, dtype=torch.float64)}, "inconsistent teacher shapes"),
+        ({"variances": torch.ones(3, 3, dtype=torch.float64)}, "inconsistent teacher shapes"),
+        ({"pca_components": torch.zeros(3, 7, dtype=torch.float64)}, "inconsistent teacher shapes"),
+        (
+            {
+                "log_weights": torch.zeros(1, dtype=torch.float64),
+                "means": torch.zeros(1, 3, dtype=torch.float64),
+                "variances": torch.ones(1, 3, dtype=torch.float64),
+            },
+            "K >= 2",
+        ),
+        ({"pca_mean": torch.zeros(2, 3, dtype=torch.float64)}, "inconsistent teacher shapes"),
+        ({"variances": torch.zeros(4, 3, dtype=torch.float64)}, "variances must be > 0"),
+        ({"variances": -torch.ones(4, 3, dtype=torch.float64)}, "variances must be > 0"),
+        ({"means": torch.full((4, 3), float("nan"), dtype=torch.float64)}, "NaN or inf"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"temperature": "1"}, "temperature"),
+        ({"temperature": torch.tensor([1.0, 2.0])}, "temperature"),
+        ({"means": [[0.0] * 3] * 4}, "must be a tensor"),
+    ],
+)
 def test_malformed_dict(tmp_path, change, match):
     obj = {**valid_dict(), **change}
     with pytest.raises(AuditInputError, match=match) as info:

@@ -26,9 +26,10 @@ COLOUR_OVERRIDES = ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIV
 def test_summary_fits_in_80_columns(tmp_path, aligned, view):
     _, cert = certify(tmp_path, aligned=aligned, view=view)
     # The longest rows: the model diagnostics of a checkpoint audit, with wide values.
-    cert["diagnostics"]["model"] = {key: {"computed": True, field: -12345.678901}
-                                    for key, field in (("mutual_information", "value"), ("ima_contrast", "mean"),
-                                                       ("identifiability", "gap"))}
+    cert["diagnostics"]["model"] = {
+        key: {"computed": True, field: -12345.678901}
+        for key, field in (("mutual_information", "value"), ("ima_contrast", "mean"), ("identifiability", "gap"))
+    }
     cert["diagnostics"]["model"]["self_consistency"] = {"computed": True, "latent": 98765.4321, "data": 12345.6789}
     console = Console(width=80, record=True, file=io.StringIO(), force_terminal=True)
     print_summary(cert, console)
@@ -55,8 +56,13 @@ def test_colour_on_a_terminal(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in (*COLOUR_OVERRIDES, "TERM", "COLUMNS")}
     env.update(TERM="xterm-256color", COLUMNS="80", PYTHONPATH=os.pathsep.join(sys.path))
     primary, secondary = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "auditor", "certify", *args, "--out", str(tmp_path / "r")],
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "auditor", "certify", *args, "--out", str(tmp_path / "r")],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+    )
     os.close(secondary)
     chunks = []
     while True:

@@ -13,23 +13,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
+from auditor.certificate.witness import WitnessSpec, witness_matrix
 from auditor.cli.app import main
+from auditor.nets.likelihood import reconstruction_nll
+from auditor.nets.registry import build_model
+from auditor.sources.checkpoint import load_checkpoint, save_checkpoint
 from auditor.sources.datasets.registry import open_dataset
 from auditor.sources.hashing import sha256_file
-from auditor.nets.registry import build_model
 from auditor.sources.teachers.files import save_teacher
 from auditor.teachers.fit import fit_pca_gmm
 from auditor.training.config import TrainConfig
-from auditor.training.trainer import prefit_targets
-from auditor.nets.likelihood import reconstruction_nll
 from auditor.training.losses import alignment_loss, prior_kl_per_dim
 from auditor.training.methods.registry import METHODS, get_method
-from auditor.certificate.witness import WitnessSpec, witness_matrix
+from auditor.training.trainer import prefit_targets
 
 from . import reference as ref
-from .data_fixtures import write_cifar10_binary
 from .cli_run import run
+from .data_fixtures import write_cifar10_binary
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,21 @@ def teacher(tmp_path_factory) -> Path:
 
 
 def train_args(teacher: Path, out: Path, *extra) -> list:
-    return ["train", "--data", "digits", "--teacher", teacher, "--seed", "0", "--out", out, "--quiet",
-            "--epochs", "12", *extra]
+    return [
+        "train",
+        "--data",
+        "digits",
+        "--teacher",
+        teacher,
+        "--seed",
+        "0",
+        "--out",
+        out,
+        "--quiet",
+        "--epochs",
+        "12",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +73,42 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_aligned_checkpoint_certifies_unchanged_and_the_monitor_is_the_certificate(aligned, teacher, tmp_path, capsys):
-    code, _, err = run(["certify", "--model", aligned, "--teacher", teacher, "--data", "digits", "--split", "test",
-                        "--out", tmp_path / "test", "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "certify",
+            "--model",
+            aligned,
+            "--teacher",
+            teacher,
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--out",
+            tmp_path / "test",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     # The monitor's last row on the training split equals `audit certify --split train`.
-    run(["certify", "--model", aligned, "--teacher", teacher, "--data", "digits", "--split", "train",
-         "--out", tmp_path / "train", "--quiet"], capsys)
+    run(
+        [
+            "certify",
+            "--model",
+            aligned,
+            "--teacher",
+            teacher,
+            "--data",
+            "digits",
+            "--split",
+            "train",
+            "--out",
+            tmp_path / "train",
+            "--quiet",
+        ],
+        capsys,
+    )
     cert = json.loads((tmp_path / "train" / "certificate.json").read_text())
     rows = read_csv(aligned.with_suffix(".csv"))
     assert [int(r["epoch"]) for r in rows] == list(range(13))
@@ -95,8 +138,14 @@ def test_monitor_margin_matches_numpy_reference(aligned, teacher):
 def test_provenance_records_method_hyperparameters_data_and_teacher(aligned, teacher):
     ckpt = load_checkpoint(aligned)
     assert ckpt.witness == {"num_classes": 10, "beta": 2.0, "offset": 0}
-    assert ckpt.architecture == {"name": "mlp", "input_shape": [64], "hidden": [128], "latent_dim": 16,
-                                 "activation": "relu", "likelihood": "bernoulli"}
+    assert ckpt.architecture == {
+        "name": "mlp",
+        "input_shape": [64],
+        "hidden": [128],
+        "latent_dim": 16,
+        "activation": "relu",
+        "likelihood": "bernoulli",
+    }
     t = ckpt.training
     assert t["method"] == "aligned" and t["seed"] == 0 and t["epochs"] == 12 and t["epochs_run"] == 12
     assert t["kl_weight"] == 1.0 and t["align_weight"] == 10.0 and t["beta"] == 2.0 and t["lr"] == 2e-3
@@ -129,7 +178,9 @@ def test_every_method_trains_and_writes_a_loadable_checkpoint(teacher, tmp_path,
 
 def test_collapse_then_rescue_protocols_stop_on_their_conditions(aligned, teacher, tmp_path, capsys):
     collapsed = tmp_path / "collapse.safetensors"
-    code, _, err = run(train_args(teacher, collapsed, "--protocol", "collapse", "--init", aligned, "--epochs", "40"), capsys)
+    code, _, err = run(
+        train_args(teacher, collapsed, "--protocol", "collapse", "--init", aligned, "--epochs", "40"), capsys
+    )
     assert code == 0, err
     t = load_checkpoint(collapsed).training
     assert t["method"] == "vanilla" and t["kl_weight"] == 8.0 and t["init"]["sha256"] == sha256_file(aligned)
@@ -140,7 +191,9 @@ def test_collapse_then_rescue_protocols_stop_on_their_conditions(aligned, teache
     assert all(float(r["align_weight"]) == 0 for r in rows[1:])
 
     rescued = tmp_path / "rescue.safetensors"
-    code, _, err = run(train_args(teacher, rescued, "--protocol", "rescue", "--init", collapsed, "--epochs", "40"), capsys)
+    code, _, err = run(
+        train_args(teacher, rescued, "--protocol", "rescue", "--init", collapsed, "--epochs", "40"), capsys
+    )
     assert code == 0, err
     rows = read_csv(rescued.with_suffix(".csv"))
     assert load_checkpoint(rescued).training["stopped_by"] == "rescue"
@@ -155,7 +208,9 @@ def test_init_without_protocol_resumes_the_same_architecture_and_witness(aligned
     assert after.architecture == before.architecture and after.witness == before.witness
     assert after.training["init"] == {"path": str(aligned), "sha256": sha256_file(aligned)}
     rows = read_csv(out.with_suffix(".csv"))
-    assert float(rows[0]["margin"]) == pytest.approx(float(read_csv(aligned.with_suffix(".csv"))[-1]["margin"]), rel=1e-9)
+    assert float(rows[0]["margin"]) == pytest.approx(
+        float(read_csv(aligned.with_suffix(".csv"))[-1]["margin"]), rel=1e-9
+    )
 
 
 # ------------------------------------------------------------------ loss terms by hand
@@ -214,18 +269,32 @@ def test_prefit_targets_are_the_analytic_code_of_the_floored_teacher():
 
 
 # ------------------------------------------------------------------ conv architecture
-CONV = {"name": "conv", "input_shape": [3, 32, 32], "channels": [4, 8], "latent_dim": 5,
-        "activation": "relu", "likelihood": "bernoulli"}
+CONV = {
+    "name": "conv",
+    "input_shape": [3, 32, 32],
+    "channels": [4, 8],
+    "latent_dim": 5,
+    "activation": "relu",
+    "likelihood": "bernoulli",
+}
 
 
 def test_conv_encodes_uint8_scaled_images_and_round_trips(tmp_path):
     model = build_model(CONV)
     names = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert names == {
-        "encoder.0.weight": (4, 3, 4, 4), "encoder.0.bias": (4,), "encoder.1.weight": (8, 4, 4, 4), "encoder.1.bias": (8,),
-        "encoder.2.weight": (10, 8 * 8 * 8), "encoder.2.bias": (10,),
-        "decoder.0.weight": (8 * 8 * 8, 5), "decoder.0.bias": (512,),
-        "decoder.1.weight": (8, 4, 4, 4), "decoder.1.bias": (4,), "decoder.2.weight": (4, 3, 4, 4), "decoder.2.bias": (3,),
+        "encoder.0.weight": (4, 3, 4, 4),
+        "encoder.0.bias": (4,),
+        "encoder.1.weight": (8, 4, 4, 4),
+        "encoder.1.bias": (8,),
+        "encoder.2.weight": (10, 8 * 8 * 8),
+        "encoder.2.bias": (10,),
+        "decoder.0.weight": (8 * 8 * 8, 5),
+        "decoder.0.bias": (512,),
+        "decoder.1.weight": (8, 4, 4, 4),
+        "decoder.1.bias": (4,),
+        "decoder.2.weight": (4, 3, 4, 4),
+        "decoder.2.bias": (3,),
     }
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8).float() / 255
     mu, logvar = model.encode(images)
@@ -261,17 +330,61 @@ def test_train_conv_on_a_cifar10_binary_folder_and_certify(tmp_path, capsys):
     train = open_dataset(str(folder), "train")
     assert train.sample_shape == (3, 32, 32) and train.dtype == np.uint8
     teacher = tmp_path / "t.pt"
-    save_teacher(fit_pca_gmm(train.read(0, train.num_samples).reshape(20, -1) / 255.0, rank=4, num_classes=3, seed=0), teacher)
+    save_teacher(
+        fit_pca_gmm(train.read(0, train.num_samples).reshape(20, -1) / 255.0, rank=4, num_classes=3, seed=0), teacher
+    )
     out = tmp_path / "conv.safetensors"
-    code, _, err = run(["train", "--method", "aligned", "--data", folder, "--teacher", teacher, "--out", out,
-                        "--arch", "conv", "--channels", "4,8", "--latent-dim", "4", "--epochs", "1", "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "--method",
+            "aligned",
+            "--data",
+            folder,
+            "--teacher",
+            teacher,
+            "--out",
+            out,
+            "--arch",
+            "conv",
+            "--channels",
+            "4,8",
+            "--latent-dim",
+            "4",
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 0, err
     ckpt = load_checkpoint(out)
-    assert ckpt.architecture == {"name": "conv", "input_shape": [3, 32, 32], "channels": [4, 8], "latent_dim": 4,
-                                 "activation": "relu", "likelihood": "bernoulli"}
+    assert ckpt.architecture == {
+        "name": "conv",
+        "input_shape": [3, 32, 32],
+        "channels": [4, 8],
+        "latent_dim": 4,
+        "activation": "relu",
+        "likelihood": "bernoulli",
+    }
     assert ckpt.training["data"]["num_samples"] == 20
-    code, _, err = run(["certify", "--model", out, "--teacher", teacher, "--data", folder, "--split", "test",
-                        "--out", tmp_path / "rep", "--quiet"], capsys)
+    code, _, err = run(
+        [
+            "certify",
+            "--model",
+            out,
+            "--teacher",
+            teacher,
+            "--data",
+            folder,
+            "--split",
+            "test",
+            "--out",
+            tmp_path / "rep",
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code in (0, 1), err
     assert json.loads((tmp_path / "rep" / "certificate.json").read_text())["num_samples"] == 6
 
@@ -288,16 +401,24 @@ def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(aligned, teacher,
     save_teacher(fit_pca_gmm(np.load(wide)["x"], rank=3, num_classes=3, seed=0), wide_teacher)
     out = tmp_path / "never.safetensors"
     cases = {
-        "init input size": (["--method", "aligned", "--init", aligned, "--data", wide, "--split", "all",
-                             "--teacher", wide_teacher], "takes inputs of shape [64]"),
+        "init input size": (
+            ["--method", "aligned", "--init", aligned, "--data", wide, "--split", "all", "--teacher", wide_teacher],
+            "takes inputs of shape [64]",
+        ),
         "unknown method": (["--method", "nope"], "unknown method 'nope'"),
         "K > samples": (["--method", "aligned", "--data", small, "--split", "all"], "only 5 samples"),
-        "teacher input size": (["--method", "aligned", "--data", wide, "--split", "all"], "teacher takes inputs of size 64"),
+        "teacher input size": (
+            ["--method", "aligned", "--data", wide, "--split", "all"],
+            "teacher takes inputs of size 64",
+        ),
         "teacher K vs init witness": (["--method", "aligned", "--init", aligned, "--teacher", k3], "K=10"),
         "init architecture": (["--method", "aligned", "--init", aligned, "--latent-dim", "12"], "must match"),
         "init hidden": (["--method", "aligned", "--init", aligned, "--hidden", "64"], "must match"),
         "protocol without init": (["--protocol", "collapse"], "give --init"),
-        "protocol method mismatch": (["--protocol", "collapse", "--method", "aligned", "--init", aligned], "does not use"),
+        "protocol method mismatch": (
+            ["--protocol", "collapse", "--method", "aligned", "--init", aligned],
+            "does not use",
+        ),
         "unknown protocol": (["--protocol", "melt", "--init", aligned], "unknown protocol"),
         "no method": ([], "give --method"),
         "zero epochs": (["--method", "aligned", "--epochs", "0"], "--epochs must be a positive"),
@@ -331,4 +452,6 @@ def test_without_a_terminal_there_is_no_progress_bar_only_the_summary(teacher, t
     args = [a for a in train_args(teacher, out, "--method", "vanilla", "--epochs", "1") if a != "--quiet"]
     code, stdout, err = run(args, capsys)
     assert code == 0 and err == ""
-    assert stdout.startswith(f"wrote {out} and {out.with_suffix('.csv')}: 1 epochs (vanilla") and stdout.count("\n") == 1
+    assert (
+        stdout.startswith(f"wrote {out} and {out.with_suffix('.csv')}: 1 epochs (vanilla") and stdout.count("\n") == 1
+    )

@@ -103,8 +103,26 @@ def test_builtin_digits_hash_is_recomputed(tmp_path, capsys):
     np.savez(tmp_path / "lat.npz", mu=rng.normal(size=(n, 3)))
     np.savez(tmp_path / "probs.npz", probs=p)
     out = tmp_path / "rep"
-    code = run_cli(["certify", "--latents", str(tmp_path / "lat.npz"), "--teacher-probs", str(tmp_path / "probs.npz"),
-                    "--data", "digits", "--split", "test", "--limit", str(n), "--beta", "1", "--out", str(out), "--quiet"])
+    code = run_cli(
+        [
+            "certify",
+            "--latents",
+            str(tmp_path / "lat.npz"),
+            "--teacher-probs",
+            str(tmp_path / "probs.npz"),
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--limit",
+            str(n),
+            "--beta",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code in (0, 1)
     cert = json.loads((out / "certificate.json").read_text())
     digits = [r for r in cert["inputs"] if r["path"] == "builtin:digits"]
@@ -124,6 +142,7 @@ def _set(path, value):
         for key in parents:
             target = target[key]
         target[last] = value(target[last]) if callable(value) else value
+
     return edit
 
 
@@ -132,14 +151,20 @@ EDITS = {
     "not a certificate": (lambda c: c.pop("schema"), "no 'schema' key"),
     "missing key": (lambda c: c.pop("teacher_information"), "'teacher_information' is missing"),
     "margin ≠ I_T − L": (_set(["margin"], lambda v: v + 1e-6), "margin ≠ teacher_information − alignment_loss"),
-    "I_T and L moved together": (lambda c: c.update(teacher_information=c["teacher_information"] + 0.1,
-                                                    alignment_loss=c["alignment_loss"] + 0.1),
-                                 "teacher_information ≠ teacher_marginal_entropy"),
+    "I_T and L moved together": (
+        lambda c: c.update(
+            teacher_information=c["teacher_information"] + 0.1, alignment_loss=c["alignment_loss"] + 0.1
+        ),
+        "teacher_information ≠ teacher_marginal_entropy",
+    ),
     "LCB edited": (_set(["margin_lcb"], lambda v: v + 0.01), "margin_lcb"),
     "verdict flipped": (_set(["verdict"], "not_certified"), "contradicts margin_lcb"),
     "min_margin raised": (_set(["min_margin"], 10.0), "contradicts margin_lcb"),
     "view bound edited": (_set(["view_gap", "bound"], lambda v: v * 0.5), "view_gap"),
-    "view verdict flipped": (_set(["view_gap", "certified_under_both_views"], lambda v: not v), "certified_under_both_views"),
+    "view verdict flipped": (
+        _set(["view_gap", "certified_under_both_views"], lambda v: not v),
+        "certified_under_both_views",
+    ),
     "per-class count": (_set(["per_class", 0, "count"], lambda v: v + 1), "per_class counts"),
     "witness K": (_set(["witness", "num_classes"], 7), "witness.num_classes"),
     "active units": (_set(["diagnostics", "active_units"], lambda v: v - 1), "active_units"),
@@ -147,8 +172,10 @@ EDITS = {
     "path end": (_set(["design", "path", -1, "margin"], lambda v: v + 0.1), "t = 1"),
     "bad sha256": (_set(["inputs", 0, "sha256"], "abc"), "sha256"),
     "string number": (_set(["margin"], "0.5"), "finite number"),
-    "meaning of the other verdict": (lambda c: c.update(meaning=c["meaning"].replace("Certified:", "Not certified:")),
-                                     "'meaning'"),
+    "meaning of the other verdict": (
+        lambda c: c.update(meaning=c["meaning"].replace("Certified:", "Not certified:")),
+        "'meaning'",
+    ),
 }
 
 
@@ -199,9 +226,25 @@ def test_recompute_of_a_checkpoint_audit(tmp_path, capsys):
     write_teacher(tmp_path / "teacher.pt")
     np.savez(tmp_path / "x.npz", x=data_x(50))
     out = tmp_path / "rep"
-    code = run_cli(["certify", "--model", str(tmp_path / "vae.safetensors"), "--teacher", str(tmp_path / "teacher.pt"),
-                    "--data", str(tmp_path / "x.npz"), "--out", str(out), "--quiet"])
+    code = run_cli(
+        [
+            "certify",
+            "--model",
+            str(tmp_path / "vae.safetensors"),
+            "--teacher",
+            str(tmp_path / "teacher.pt"),
+            "--data",
+            str(tmp_path / "x.npz"),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code in (0, 1)
-    assert {r["role"] for r in json.loads((out / "certificate.json").read_text())["inputs"]} == {"model", "teacher", "data"}
+    assert {r["role"] for r in json.loads((out / "certificate.json").read_text())["inputs"]} == {
+        "model",
+        "teacher",
+        "data",
+    }
     assert run_cli(["verify", str(out / "certificate.json"), "--recompute"]) == 0
     assert "every number match" in capsys.readouterr().out

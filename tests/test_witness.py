@@ -5,8 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditor.certificate.witness import (
+    WitnessSpec,
+    analytic_code,
+    analytic_energy,
+    centered_log,
+    simplex_vertices,
+    witness_matrix,
+)
 from auditor.errors import AuditInputError
-from auditor.certificate.witness import WitnessSpec, analytic_code, analytic_energy, centered_log, simplex_vertices, witness_matrix
 
 from .reference import helmert_simplex, softmax, witness_S
 
@@ -57,12 +64,12 @@ def test_analytic_code_inverts_the_witness_exactly(rows, beta, offset, extra):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_classes=1, latent_dim=4, beta=1.0), "at least 2 classes"),
-        (dict(num_classes=5, latent_dim=3, beta=1.0), "too small"),
-        (dict(num_classes=3, latent_dim=4, beta=1.0, offset=3), "too small"),
-        (dict(num_classes=3, latent_dim=4, beta=0.0), "beta"),
-        (dict(num_classes=3, latent_dim=4, beta=float("nan")), "beta"),
-        (dict(num_classes=3, latent_dim=4, beta=1.0, offset=-1), "offset"),
+        ({"num_classes": 1, "latent_dim": 4, "beta": 1.0}, "at least 2 classes"),
+        ({"num_classes": 5, "latent_dim": 3, "beta": 1.0}, "too small"),
+        ({"num_classes": 3, "latent_dim": 4, "beta": 1.0, "offset": 3}, "too small"),
+        ({"num_classes": 3, "latent_dim": 4, "beta": 0.0}, "beta"),
+        ({"num_classes": 3, "latent_dim": 4, "beta": float("nan")}, "beta"),
+        ({"num_classes": 3, "latent_dim": 4, "beta": 1.0, "offset": -1}, "offset"),
     ],
 )
 def test_bad_witness_specs_are_input_errors(kwargs, message):

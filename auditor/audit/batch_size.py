@@ -11,7 +11,7 @@ A batch that still runs out of memory later is halved and retried by the pass it
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -45,8 +45,13 @@ def cpu_batch_size(sample_shape: tuple[int, ...]) -> int:
     return int(min(CPU_MAX_BATCH, max(CPU_MIN_BATCH, CPU_BATCH_BYTES // per_sample)))
 
 
-def auto_batch_size(plan, state_factory: Callable[[], object], device: torch.device,
-                    sample_shape: tuple[int, ...] | None, precision: str = "fp32") -> int:
+def auto_batch_size(
+    plan,
+    state_factory: Callable[[], object],
+    device: torch.device,
+    sample_shape: tuple[int, ...] | None,
+    precision: str = "fp32",
+) -> int:
     """``--batch-size auto`` for ``plan`` on ``device`` (see the module docstring)."""
     if device.type != "cuda":
         return cpu_batch_size(sample_shape or (1,))

@@ -40,7 +40,9 @@ IMA_MAX_SAMPLES = 128
 
 
 # --------------------------------------------------------------------------- the formulas
-def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor, batch_size: int | None = None) -> float:
+def mutual_information(
+    mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor, batch_size: int | None = None
+) -> float:
     """He et al.'s estimate of I_q(x; z) from means, log-variances and standard-normal ``noise`` (all N×d)."""
     mu, logvar, noise = (t.detach().to(torch.float64) for t in (mu, logvar, noise))
     n, d = mu.shape
@@ -52,7 +54,9 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tens
         neg_entropy = (-0.5 * d * math.log(2 * math.pi) - 0.5 * (1 + lv).sum(dim=1)).mean()
         z = m + noise[begin:end] * (0.5 * lv).exp()
         dev = z[:, None, :] - m[None, :, :]  # z_i against every q(·|x_j)
-        log_density = -0.5 * (dev**2 / lv.exp()[None]).sum(dim=2) - 0.5 * (d * math.log(2 * math.pi) + lv.sum(dim=1))[None]
+        log_density = (
+            -0.5 * (dev**2 / lv.exp()[None]).sum(dim=2) - 0.5 * (d * math.log(2 * math.pi) + lv.sum(dim=1))[None]
+        )
         log_qz = torch.logsumexp(log_density, dim=1) - math.log(b)
         total += float(neg_entropy - log_qz.mean()) * b
     return total / n
@@ -65,7 +69,9 @@ def encoder_means(model: nn.Module, x_flat: torch.Tensor, input_shape) -> torch.
 def self_consistency_latent(model: nn.Module, z: torch.Tensor, input_shape) -> float:
     """Mean over the rows of prior draws ``z`` of ‖μ(m(z)) − z‖²."""
     with torch.no_grad():
-        back = torch.cat([encoder_means(model, decoder_mean(model, z[b:e]), input_shape) for b, e in row_ranges(0, len(z), CHUNK)])
+        back = torch.cat(
+            [encoder_means(model, decoder_mean(model, z[b:e]), input_shape) for b, e in row_ranges(0, len(z), CHUNK)]
+        )
     return float(((back.to(torch.float64) - z.to(torch.float64)) ** 2).sum(dim=1).mean())
 
 
@@ -88,8 +94,9 @@ def decoder_jacobian(fn, z: torch.Tensor) -> torch.Tensor:
         out = fn(z)
         w = torch.zeros_like(out, requires_grad=True)
         (vjp,) = torch.autograd.grad(out, z, grad_outputs=w, create_graph=True)
-        columns = [torch.autograd.grad(vjp[:, k].sum(), w, retain_graph=True, allow_unused=True)[0]
-                   for k in range(z.shape[1])]
+        columns = [
+            torch.autograd.grad(vjp[:, k].sum(), w, retain_graph=True, allow_unused=True)[0] for k in range(z.shape[1])
+        ]
     return torch.stack([c if c is not None else torch.zeros_like(out) for c in columns], dim=2).detach()
 
 
@@ -111,7 +118,9 @@ def identifiability_probe(model: nn.Module, x: torch.Tensor, mu: torch.Tensor, z
     """Mean log p(x | μ(x)), mean log p(x | z ~ prior) and their difference (nats per sample)."""
     with torch.no_grad():
         at_mean = torch.cat([-reconstruction_nll(model, x[b:e], mu[b:e]) for b, e in row_ranges(0, len(x), CHUNK)])
-        at_prior = torch.cat([-reconstruction_nll(model, x[b:e], z_prior[b:e]) for b, e in row_ranges(0, len(x), CHUNK)])
+        at_prior = torch.cat(
+            [-reconstruction_nll(model, x[b:e], z_prior[b:e]) for b, e in row_ranges(0, len(x), CHUNK)]
+        )
     at_mean, at_prior = at_mean.to(torch.float64).mean(), at_prior.to(torch.float64).mean()
     return {"log_lik_at_mean": float(at_mean), "log_lik_at_prior": float(at_prior), "gap": float(at_mean - at_prior)}
 
@@ -155,7 +164,9 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
     noise = torch.randn(mu.shape, generator=generator, dtype=torch.float64)
     result["mutual_information"] = (
         {"computed": True, "value": mutual_information(mu.cpu(), logvar.cpu(), noise), "batch_size": int(len(rows))}
-        if logvar is not None else _unavailable("the encoder gives no log-variances"))
+        if logvar is not None
+        else _unavailable("the encoder gives no log-variances")
+    )
 
     z_prior = torch.randn(len(rows), d, generator=generator).to(device)
     if x is None:
@@ -163,7 +174,9 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
     elif not callable(getattr(model, "decode", None)):
         reason = "the model has no decode(z)"
     elif getattr(model, "likelihood", None) not in LIKELIHOOD_MEANS:
-        reason = f"the model's likelihood {getattr(model, 'likelihood', None)!r} is not one of {', '.join(LIKELIHOOD_MEANS)}"
+        reason = (
+            f"the model's likelihood {getattr(model, 'likelihood', None)!r} is not one of {', '.join(LIKELIHOOD_MEANS)}"
+        )
     else:
         reason = None
     if reason is not None:
@@ -171,27 +184,41 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
             result[key] = _unavailable(reason)
         return result
 
-    result["self_consistency"] = {"computed": True,
-                                  "latent": self_consistency_latent(model, z_prior, input_shape),
-                                  "data": self_consistency_data(model, x, mu)}
+    result["self_consistency"] = {
+        "computed": True,
+        "latent": self_consistency_latent(model, z_prior, input_shape),
+        "data": self_consistency_data(model, x, mu),
+    }
     # d backward passes per chunk: the contrast uses at most IMA_MAX_SAMPLES of the sampled rows,
     # and a chunk holds rows·D·d Jacobian entries (twice, in float64): at most ~2²⁴ of them.
     mu_ima = mu[torch.as_tensor(evenly_spaced_rows(len(mu), IMA_MAX_SAMPLES), device=mu.device)]
     jacobian_rows = max(1, min(CHUNK, JACOBIAN_FLOATS // (x.shape[1] * d)))
-    contrast = torch.cat([ima_contrast(decoder_jacobian(lambda z: decoder_mean(model, z), mu_ima[b:e]))
-                          for b, e in row_ranges(0, len(mu_ima), jacobian_rows)])
+    contrast = torch.cat(
+        [
+            ima_contrast(decoder_jacobian(lambda z: decoder_mean(model, z), mu_ima[b:e]))
+            for b, e in row_ranges(0, len(mu_ima), jacobian_rows)
+        ]
+    )
     finite = contrast[torch.isfinite(contrast)]
-    result["ima_contrast"] = {"computed": True, "mean": float(finite.mean()) if len(finite) else None,
-                              "num_samples": int(len(contrast)), "num_singular": int((~torch.isfinite(contrast)).sum())}
+    result["ima_contrast"] = {
+        "computed": True,
+        "mean": float(finite.mean()) if len(finite) else None,
+        "num_samples": int(len(contrast)),
+        "num_singular": int((~torch.isfinite(contrast)).sum()),
+    }
     result["identifiability"] = {"computed": True, **identifiability_probe(model, x, mu, z_prior)}
     return result
 
 
 def headline_numbers(model_diag: dict | None) -> dict[str, float]:
     """One number per diagnostic (NaN where not computed), for tables such as ``audit reproduce``'s."""
-    picks = {"mutual_information": ("mutual_information", "value"), "self_consistency_latent": ("self_consistency", "latent"),
-             "self_consistency_data": ("self_consistency", "data"), "ima_contrast": ("ima_contrast", "mean"),
-             "identifiability_gap": ("identifiability", "gap")}
+    picks = {
+        "mutual_information": ("mutual_information", "value"),
+        "self_consistency_latent": ("self_consistency", "latent"),
+        "self_consistency_data": ("self_consistency", "data"),
+        "ima_contrast": ("ima_contrast", "mean"),
+        "identifiability_gap": ("identifiability", "gap"),
+    }
     out = {}
     for column, (key, field) in picks.items():
         entry = (model_diag or {}).get(key) or {}

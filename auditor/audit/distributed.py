@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -87,8 +87,9 @@ def process_group(device: torch.device, ranks: Ranks | None = None) -> Iterator[
         return
     created = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend_for(device), init_method="env://",
-                                rank=ranks.rank, world_size=ranks.world_size)
+        dist.init_process_group(
+            backend=backend_for(device), init_method="env://", rank=ranks.rank, world_size=ranks.world_size
+        )
         created = True
     ranks = Ranks(dist.get_rank(), dist.get_world_size(), ranks.local_rank)
     try:

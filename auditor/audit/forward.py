@@ -49,7 +49,7 @@ class BatchOutputs:
         return int(self.mu.shape[0])
 
     @classmethod
-    def concatenated(cls, parts: list["BatchOutputs"]) -> "BatchOutputs":
+    def concatenated(cls, parts: list[BatchOutputs]) -> BatchOutputs:
         """The outputs of consecutive batches as one batch's."""
         if len(parts) == 1:
             return parts[0]
@@ -79,7 +79,8 @@ def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str
     return BatchOutputs(mu, p, logvar, p_view)
 
 
-def update_from_batch(plan: PassPlan, state: CertificateState, batch: dict[str, torch.Tensor],
-                      precision: str = "fp32") -> None:
+def update_from_batch(
+    plan: PassPlan, state: CertificateState, batch: dict[str, torch.Tensor], precision: str = "fp32"
+) -> None:
     """Run the encoder/teacher on one device batch and add it to ``state``."""
     forward_batch(plan, batch, precision).update(state)

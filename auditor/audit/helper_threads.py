@@ -9,6 +9,7 @@ cache). Helpers therefore lower their own priority a little when there is a core
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -38,7 +39,5 @@ def yield_to_forward_passes() -> None:
     if sys.platform != "linux" or not spare_core():
         return
     thread = threading.get_native_id()
-    try:
+    with contextlib.suppress(OSError):  # a sandbox that forbids it: the audit is only a little slower
         os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + HELPER_NICE))
-    except OSError:  # a sandbox that forbids it: the audit is only a little slower
-        pass

@@ -66,13 +66,25 @@ def _audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) -> A
     numbers = state.compute()
     numbers.diagnostics["model"] = _model_diagnostics(req, sources, ranks, device)
     verdict = decide(numbers, req.confidence, req.min_margin)
-    context = {**sources.context, "request": request_record(req),
-               "settings": {"batch_size": req.batch_size, "batch_size_used": outcome.batch_size,
-                            "device": device.type, "precision": req.precision, "world_size": ranks.world_size,
-                            "confidence": req.confidence, "min_margin": req.min_margin}}
-    inputs = [replace(record, sha256=resolve_digest(record.sha256)) for record in sources.inputs]  # hashed during the pass
-    return AuditResult(numbers, verdict, spec, sources.witness_source, inputs, context, sources.view_gap_reason,
-                       sources.load_seconds)
+    context = {
+        **sources.context,
+        "request": request_record(req),
+        "settings": {
+            "batch_size": req.batch_size,
+            "batch_size_used": outcome.batch_size,
+            "device": device.type,
+            "precision": req.precision,
+            "world_size": ranks.world_size,
+            "confidence": req.confidence,
+            "min_margin": req.min_margin,
+        },
+    }
+    inputs = [
+        replace(record, sha256=resolve_digest(record.sha256)) for record in sources.inputs
+    ]  # hashed during the pass
+    return AuditResult(
+        numbers, verdict, spec, sources.witness_source, inputs, context, sources.view_gap_reason, sources.load_seconds
+    )
 
 
 def _batch_size(req: AuditRequest, sources: Sources, device: torch.device) -> int:
@@ -80,8 +92,13 @@ def _batch_size(req: AuditRequest, sources: Sources, device: torch.device) -> in
     if batch_size != "auto":
         return batch_size
     spec, with_view = sources.witness, sources.plan.with_view
-    return auto_batch_size(sources.plan, lambda: CertificateState(spec, with_view, device), device,
-                           sources.data.sample_shape if sources.data is not None else None, req.precision)
+    return auto_batch_size(
+        sources.plan,
+        lambda: CertificateState(spec, with_view, device),
+        device,
+        sources.data.sample_shape if sources.data is not None else None,
+        req.precision,
+    )
 
 
 def _model_diagnostics(req: AuditRequest, sources: Sources, ranks: Ranks, device: torch.device) -> dict:

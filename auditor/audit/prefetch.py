@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,7 +52,10 @@ _DONE = object()
 
 
 def host_batches(
-    sources: dict[str, ArrayReader], ranges: list[tuple[int, int]], pin: bool = False, prefetch: bool = True,
+    sources: dict[str, ArrayReader],
+    ranges: list[tuple[int, int]],
+    pin: bool = False,
+    prefetch: bool = True,
     count_nonfinite: bool = False,
 ) -> Iterator[Batch]:
     """A :class:`Batch` for each range; with ``prefetch`` a background thread reads ahead.

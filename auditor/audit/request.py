@@ -42,15 +42,23 @@ class AuditRequest:
 
 def check_request(req: AuditRequest) -> None:
     """Refuse flags that contradict each other or are out of range, before any file is opened."""
-    encoders = [flag for flag, v in (("--model", req.model and not req.arch), ("--arch", req.arch), ("--latents", req.latents)) if v]
+    encoders = [
+        flag
+        for flag, v in (("--model", req.model and not req.arch), ("--arch", req.arch), ("--latents", req.latents))
+        if v
+    ]
     if len(encoders) != 1:
-        raise AuditInputError("give exactly one of --model, --arch (optionally with --model weights) or --latents"
-                              + (f" (got {', '.join(encoders)})" if encoders else ""))
+        raise AuditInputError(
+            "give exactly one of --model, --arch (optionally with --model weights) or --latents"
+            + (f" (got {', '.join(encoders)})" if encoders else "")
+        )
     if req.latents and req.model:
         raise AuditInputError("--latents cannot be combined with --model")
     teachers = [flag for flag, v in (("--teacher", req.teacher), ("--teacher-probs", req.teacher_probs)) if v]
     if len(teachers) != 1:
-        raise AuditInputError("give exactly one of --teacher or --teacher-probs" + (f" (got {', '.join(teachers)})" if teachers else ""))
+        raise AuditInputError(
+            "give exactly one of --teacher or --teacher-probs" + (f" (got {', '.join(teachers)})" if teachers else "")
+        )
     if req.teacher_data and not req.teacher:
         raise AuditInputError("--teacher-data needs --teacher (the teacher must run on both views)")
     if req.teacher_data and req.view_probs:
@@ -78,5 +86,8 @@ def resolve_device(name: str) -> torch.device:
 
 def request_record(req: AuditRequest) -> dict:
     """The request as JSON data (paths as strings), so that `audit verify --recompute` can re-run it."""
-    return {f.name: (str(value) if isinstance(value, Path) else value)
-            for f in fields(req) for value in [getattr(req, f.name)]}
+    return {
+        f.name: (str(value) if isinstance(value, Path) else value)
+        for f in fields(req)
+        for value in [getattr(req, f.name)]
+    }

@@ -76,8 +76,13 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
     context: dict = {}
     data = _open_data(req)
     if data is not None:
-        context["data"] = {"spec": req.data, "split": data.split, "limit": req.limit,
-                           "sample_shape": list(data.sample_shape), "dtype": str(data.dtype)}
+        context["data"] = {
+            "spec": req.data,
+            "split": data.split,
+            "limit": req.limit,
+            "sample_shape": list(data.sample_shape),
+            "dtype": str(data.dtype),
+        }
 
     model_source = model_source_for(req)
     if model_source.needs_data and data is None:
@@ -106,8 +111,9 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
     rows.update(encoder.rows)
     rows.update(teacher.rows)
     rows.update(view.rows)
-    plan = PassPlan(rows, encoder=encoder.module, teacher=teacher.module, with_view=bool(view.rows),
-                    input_shape=encoder.input_shape)
+    plan = PassPlan(
+        rows, encoder=encoder.module, teacher=teacher.module, with_view=bool(view.rows), input_shape=encoder.input_shape
+    )
     if plan.num_samples == 0:
         raise AuditInputError("the audit set is empty: no samples to audit")
     inputs = [*(data.inputs if data is not None else []), *encoder.inputs, *teacher.inputs, *view.inputs]
@@ -143,7 +149,9 @@ def _probe_latent_dim(encoder: nn.Module, dataset: Dataset, input_shape, device)
     try:
         mu, _ = encode_means(encoder, x)
     except RuntimeError as exc:
-        raise AuditInputError(f"the encoder cannot run on the data's samples of shape {list(dataset.sample_shape)} ({str(exc).splitlines()[0][:120]})") from None
+        raise AuditInputError(
+            f"the encoder cannot run on the data's samples of shape {list(dataset.sample_shape)} ({str(exc).splitlines()[0][:120]})"
+        ) from None
     if mu.ndim != 2:
         raise AuditInputError(f"encode(x) must return means of shape (batch, d), got {tuple(mu.shape)}")
     return int(mu.shape[1])
@@ -163,7 +171,9 @@ def _open_view(req: AuditRequest, teacher: Teacher) -> View:
     if req.view_probs:
         probs = open_probabilities(req.view_probs, "probs")
         if int(probs.shape[1]) != teacher.num_classes:
-            raise AuditInputError(f"{req.view_probs}: has K={probs.shape[1]} columns, the teacher gives K={teacher.num_classes}")
+            raise AuditInputError(
+                f"{req.view_probs}: has K={probs.shape[1]} columns, the teacher gives K={teacher.num_classes}"
+            )
         return View({"view_probs": first_rows(probs, req.limit)}, [file_record("view-probs", req.view_probs)])
     return View(reason_absent=NO_VIEW_REASON)
 
@@ -174,12 +184,16 @@ def _witness(req: AuditRequest, fixed: FixedWitness | None, latent_dim: int, tea
     if fixed is not None:
         for key, flag in (("num_classes", "--num-classes"), ("beta", "--beta"), ("offset", "--witness-offset")):
             if flags[key] is not None and flags[key] != fixed.spec[key]:
-                raise AuditInputError(f"{flag} {flags[key]} contradicts the witness fixed in {fixed.where} ({key}={fixed.spec[key]}); drop the flag")
+                raise AuditInputError(
+                    f"{flag} {flags[key]} contradicts the witness fixed in {fixed.where} ({key}={fixed.spec[key]}); drop the flag"
+                )
         spec = WitnessSpec(fixed.spec["num_classes"], latent_dim, fixed.spec["beta"], fixed.spec["offset"])
         source = f"metadata of {fixed.where}"
     else:
         if req.beta is None:
-            raise AuditInputError("the witness needs --beta (and optionally --num-classes, --witness-offset) when the model's metadata does not fix it")
+            raise AuditInputError(
+                "the witness needs --beta (and optionally --num-classes, --witness-offset) when the model's metadata does not fix it"
+            )
         K = req.num_classes if req.num_classes is not None else teacher_k
         spec = WitnessSpec(K, latent_dim, float(req.beta), req.witness_offset or 0)
         source = "command-line flags"

@@ -25,8 +25,8 @@ How the pass stays as fast as the forward passes themselves:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -27,7 +27,7 @@ def _resolve(path: str, root: Path | None) -> Path:
 
 def builtin_sha256(path: str) -> str | None:
     """The sha256 recorded for a built-in data set such as ``builtin:digits`` (see :mod:`auditor.sources.datasets.digits`)."""
-    name = path[len(BUILTIN_PREFIX):]
+    name = path[len(BUILTIN_PREFIX) :]
     if name not in DATASETS:
         return None
     records = [r for r in open_dataset(name, "all").inputs if r.path == path]
@@ -51,15 +51,21 @@ def recorded_request(cert: dict, root: Path | None, trust_code: bool):
     """The AuditRequest the certificate was made from, with its files resolved against ``root``."""
     recorded = cert.get("request")
     if recorded is None:
-        raise AuditInputError("the certificate records no request (it was written by an older version): cannot --recompute")
+        raise AuditInputError(
+            "the certificate records no request (it was written by an older version): cannot --recompute"
+        )
     known = {f.name for f in fields(AuditRequest)}
     unknown = sorted(set(recorded) - known)
     if unknown:
-        raise AuditInputError(f"the certificate's request has fields this version does not know ({', '.join(unknown)}): cannot --recompute")
+        raise AuditInputError(
+            f"the certificate's request has fields this version does not know ({', '.join(unknown)}): cannot --recompute"
+        )
     values = dict(recorded)
     if (values.get("arch") or values.get("trust_teacher_code")) and not trust_code:
-        raise AuditInputError("re-running this audit runs code named in the certificate (an --arch factory or a .pt2 teacher); "
-                              "add --trust-code only if you trust those files")
+        raise AuditInputError(
+            "re-running this audit runs code named in the certificate (an --arch factory or a .pt2 teacher); "
+            "add --trust-code only if you trust those files"
+        )
     for key in _PATH_FIELDS:
         if values.get(key) is not None:
             values[key] = _resolve(values[key], root)

@@ -141,8 +141,10 @@ def _check_verdict(c: _Checker, cert: dict) -> None:
         c.close(lcb, expected, "margin_lcb ≠ margin − z(confidence)·margin_std_error")
     certified = lcb is not None and lcb >= min_margin
     if certified != (cert["verdict"] == "certified"):
-        c.fail(f"verdict {cert['verdict']!r} contradicts margin_lcb {lcb!r} against min_margin {min_margin!r} "
-               "(certified iff margin_lcb >= min_margin)")
+        c.fail(
+            f"verdict {cert['verdict']!r} contradicts margin_lcb {lcb!r} against min_margin {min_margin!r} "
+            "(certified iff margin_lcb >= min_margin)"
+        )
 
 
 def _check_witness_and_diagnostics(c: _Checker, cert: dict) -> None:
@@ -196,7 +198,11 @@ def _check_per_class(c: _Checker, cert: dict) -> None:
         c.fail(f"per_class counts add up to {count}, not num_samples {cert['num_samples']}")
     if min(masses) < 0 or abs(sum(masses) - 1.0) > 1e-6:
         c.fail("per_class teacher_mass is not a probability vector")
-    c.close(cert["teacher_marginal_entropy"], _entropy(masses), "teacher_marginal_entropy ≠ entropy of the per_class teacher_mass")
+    c.close(
+        cert["teacher_marginal_entropy"],
+        _entropy(masses),
+        "teacher_marginal_entropy ≠ entropy of the per_class teacher_mass",
+    )
 
 
 def _check_view_gap(c: _Checker, cert: dict) -> None:
@@ -222,7 +228,9 @@ def _check_view_gap(c: _Checker, cert: dict) -> None:
         c.fail("|view_gap.margin_encoder_view − margin| exceeds view_gap.bound, which the view-gap bound rules out")
     both = c.get(view, "certified_under_both_views", bool, "view_gap.certified_under_both_views")
     if both != (minus > cert["min_margin"]):
-        c.fail(f"view_gap.certified_under_both_views is {both} but margin − bound = {minus!r} against min_margin {cert['min_margin']!r}")
+        c.fail(
+            f"view_gap.certified_under_both_views is {both} but margin − bound = {minus!r} against min_margin {cert['min_margin']!r}"
+        )
 
 
 def _check_design(c: _Checker, cert: dict) -> None:
@@ -241,7 +249,9 @@ def _check_design(c: _Checker, cert: dict) -> None:
         energy = c.get(point, "energy", float, f"design.path[{i}].energy")
         c.close(energy, t * t * scale * e_t, f"design.path[{i}].energy ≠ t²·(K−1)/(Kβ²)·E_T")
         if t == 0.0:
-            c.close(margin, cert["teacher_marginal_entropy"] - math.log(k), "design path margin at t = 0 ≠ H(p̄) − log K")
+            c.close(
+                margin, cert["teacher_marginal_entropy"] - math.log(k), "design path margin at t = 0 ≠ H(p̄) − log K"
+            )
         if t == 1.0:
             c.close(margin, cert["teacher_information"], "design path margin at t = 1 ≠ teacher_information")
 

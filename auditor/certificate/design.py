@@ -14,7 +14,7 @@ log(1e-12)² ≈ 764 per very confident entry — sharper teachers cost more ene
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -73,8 +73,12 @@ def prior_cost(mean_sq_centered_log: float, num_classes: int, beta: float) -> fl
 
 
 def check_energy_budget(energy_budget: float) -> float:
-    if isinstance(energy_budget, bool) or not isinstance(energy_budget, (int, float)) \
-            or not math.isfinite(energy_budget) or energy_budget <= 0:
+    if (
+        isinstance(energy_budget, bool)
+        or not isinstance(energy_budget, (int, float))
+        or not math.isfinite(energy_budget)
+        or energy_budget <= 0
+    ):
         raise AuditInputError(f"--energy-budget must be a finite number of nats > 0, got {energy_budget!r}")
     return float(energy_budget)
 
@@ -123,8 +127,15 @@ def design_table(p, beta: float, latent_dim: int, ts: Sequence[float] = DEFAULT_
         state = CertificateState(spec)
         state.update(t * code, p_t)
         numbers = state.compute()
-        rows.append({"t": t, "margin": numbers.margin, "alignment_loss": numbers.alignment_loss,
-                     "energy": t * t * full_energy, "prior_cost": 0.5 * t * t * full_energy})
+        rows.append(
+            {
+                "t": t,
+                "margin": numbers.margin,
+                "alignment_loss": numbers.alignment_loss,
+                "energy": t * t * full_energy,
+                "prior_cost": 0.5 * t * t * full_energy,
+            }
+        )
     return pd.DataFrame(rows, columns=["t", "margin", "alignment_loss", "energy", "prior_cost"])
 
 

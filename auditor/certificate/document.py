@@ -15,7 +15,7 @@ from .._version import __version__
 
 SCHEMA = "vae-audit-certificate/1"
 NOT_COLLAPSED_NOTE = (
-    "\"Not certified\" does not mean \"collapsed\": the certificate is a one-sided test. A healthy "
+    '"Not certified" does not mean "collapsed": the certificate is a one-sided test. A healthy '
     "VAE that was not trained against this teacher usually fails it; only a margin above zero "
     "proves that the encoder mean is not constant."
 )

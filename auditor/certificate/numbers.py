@@ -19,7 +19,9 @@ from .witness import WitnessSpec, analytic_energy
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Var_x E[z_d | x] > 0.01
 # Margin–energy path (DESIGN §1): μ_t = t·μ*(p) at these t; its witness prediction is ∝ p^t.
 PATH_TS = tuple(i / 10 for i in range(11))
-assert all(math.isclose(t, j * PATH_TS[1]) for j, t in enumerate(PATH_TS)), "the state's update needs evenly spaced t from 0"
+assert all(math.isclose(t, j * PATH_TS[1]) for j, t in enumerate(PATH_TS)), (
+    "the state's update needs evenly spaced t from 0"
+)
 # The analytic code is taken of max(p, floor), as in auditor.certificate.design (PROB_FLOOR): ℓ stays
 # finite when a teacher probability underflows to 0, and the path matches `audit design` exactly.
 PATH_PROB_FLOOR = 1e-12
@@ -101,15 +103,17 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
     per_class = []
     for k in range(spec.num_classes):
         count = cs[0, k]
-        per_class.append({
-            "class": k,
-            "count": int(count),
-            "teacher_mass": float(p_bar[k]),
-            "mean_teacher_confidence": float(cs[1, k] / count) if count else None,
-            "witness_agreement": float(cs[2, k] / count) if count else None,
-            "mean_alignment_loss": float(cs[3, k] / count) if count else None,
-            "mean_witness_prob": float(cs[4, k] / count) if count else None,
-        })
+        per_class.append(
+            {
+                "class": k,
+                "count": int(count),
+                "teacher_mass": float(p_bar[k]),
+                "mean_teacher_confidence": float(cs[1, k] / count) if count else None,
+                "witness_agreement": float(cs[2, k] / count) if count else None,
+                "mean_alignment_loss": float(cs[3, k] / count) if count else None,
+                "mean_witness_prob": float(cs[4, k] / count) if count else None,
+            }
+        )
 
     view = None
     if with_view:
@@ -127,8 +131,10 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         "E_T": float(v["sum_sq_centered_log"]) / n,
         "prob_floor": PATH_PROB_FLOOR,
         "analytic_code_energy": code_energy,
-        "path": [{"t": t, "margin": h_bar - float(ce_t) / n, "energy": t * t * code_energy}
-                 for t, ce_t in zip(PATH_TS, v["path_ce"])],
+        "path": [
+            {"t": t, "margin": h_bar - float(ce_t) / n, "energy": t * t * code_energy}
+            for t, ce_t in zip(PATH_TS, v["path_ce"])
+        ],
     }
 
     return CertificateNumbers(

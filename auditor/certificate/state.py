@@ -2,8 +2,9 @@
 
 Everything in DESIGN §1 is a function of sums over samples. The state keeps them in float64 —
 O(K² + d) numbers whatever N is — as plain sums, min/max extremes, and centred moments (merged
-with Chan's exact update rather than raw sums of squares, which lose small variances). That one contract serves a single pass, a sharded pass,
-torch.distributed all-reduce and a training loop's per-epoch monitor alike.
+with Chan's exact update rather than raw sums of squares, which lose small variances). That one
+contract serves a single pass, a sharded pass, torch.distributed all-reduce and a training
+loop's per-epoch monitor alike.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Moments:
         m2_b = centred @ centred.T if self.full else (centred * centred).sum(dim=1)
         self._merge(_count(columns.shape[1], columns.device), mean_b, m2_b, nonempty=columns.shape[1] > 0)
 
-    def merge(self, other: "Moments") -> None:
+    def merge(self, other: Moments) -> None:
         self._merge(other.n.to(self.n.device), other.mean.to(self.n.device), other.m2.to(self.n.device))
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -144,13 +145,15 @@ class CertificateState:
             "path_ce": StateField("sum", zeros(len(PATH_TS))),
         }
         if with_view:
-            self.fields.update({
-                "sum_p_view": StateField("sum", zeros(K)),
-                "sum_ce_view": StateField("sum", zeros()),
-                "sum_tv_range": StateField("sum", zeros()),
-                "sum_tv": StateField("sum", zeros()),
-                "sum_kl_view": StateField("sum", zeros()),
-            })
+            self.fields.update(
+                {
+                    "sum_p_view": StateField("sum", zeros(K)),
+                    "sum_ce_view": StateField("sum", zeros()),
+                    "sum_tv_range": StateField("sum", zeros()),
+                    "sum_tv": StateField("sum", zeros()),
+                    "sum_kl_view": StateField("sum", zeros()),
+                }
+            )
 
     # ------------------------------------------------------------------ accumulation
     def _add(self, name: str, value: torch.Tensor) -> None:
@@ -224,9 +227,7 @@ class CertificateState:
         self._add("min_mu", mu.amin(dim=0))
         self._add("max_mu", mu.amax(dim=0))
 
-        per_sample = torch.stack([
-            torch.ones_like(ce), p_max, agree, ce - h, qT.gather(0, teacher_class[None, :])[0]
-        ])
+        per_sample = torch.stack([torch.ones_like(ce), p_max, agree, ce - h, qT.gather(0, teacher_class[None, :])[0]])
         self._add("class_stats", per_sample @ onehotT.T)
 
         if logvar is not None:
@@ -240,7 +241,9 @@ class CertificateState:
         if self.with_view:
             pv = p_view.detach().to(self.device, f64)
             if pv.shape != p.shape:
-                raise AuditInputError(f"encoder-view probabilities have shape {tuple(pv.shape)}, expected {tuple(p.shape)}")
+                raise AuditInputError(
+                    f"encoder-view probabilities have shape {tuple(pv.shape)}, expected {tuple(p.shape)}"
+                )
             pvT = pv.T.contiguous()
             self._add("bad_p_view", self._count_bad_prob_columns(pvT, pvT.sum(dim=0)))
             tv = 0.5 * (pT - pvT).abs().sum(dim=0)
@@ -269,12 +272,16 @@ class CertificateState:
         powers[0] = step  # powers[j − 1] = exp(jΔ·ℓ), j = 1 … T−1
         for j in range(1, len(powers)):
             torch.mul(powers[j - 1], step, out=powers[j])
-        lse = torch.cat([torch.full((1, pT.shape[1]), math.log(pT.shape[0]), dtype=pT.dtype, device=pT.device),
-                         powers.sum(dim=1).log()])  # T×B; t = 0 gives log K
+        lse = torch.cat(
+            [
+                torch.full((1, pT.shape[1]), math.log(pT.shape[0]), dtype=pT.dtype, device=pT.device),
+                powers.sum(dim=1).log(),
+            ]
+        )  # T×B; t = 0 gives log K
         self._add("path_ce", lse @ p_sums - self._path_t * (pT * centred).sum())
 
     # ------------------------------------------------------------------ merging
-    def merge_state(self, other: "CertificateState") -> None:
+    def merge_state(self, other: CertificateState) -> None:
         if other.spec != self.spec or other.with_view != self.with_view:
             raise ValueError("cannot merge certificate states of different witnesses or views")
         self.p_ce.merge(other.p_ce)
@@ -345,5 +352,3 @@ def _raise_for_bad_inputs(v: dict[str, np.ndarray], with_view: bool) -> None:
                 f"{what} are not probability vectors in {int(v[key])} of {n} rows "
                 f"(negative, NaN/inf, or not summing to 1 within {PROB_SUM_TOLERANCE})"
             )
-
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,48 +18,85 @@ from ..reports.writer import append_github_step_summary, parse_formats, write_re
 from .invocation import current_command
 
 
-def default_out_dir(model: Optional[Path], latents: Optional[Path], arch: Optional[str]) -> Path:
+def default_out_dir(model: Path | None, latents: Path | None, arch: str | None) -> Path:
     source = model or latents
     stem = source.stem if source is not None else (arch or "model").replace(":", "-").replace(".", "-")
     return Path("reports") / stem
 
 
 def certify(
-    model: Optional[Path] = typer.Option(None, "--model", help="vae.safetensors with vae_audit metadata (or weights for --arch)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="module:factory returning an nn.Module with encode(x)."),
-    latents: Optional[Path] = typer.Option(None, "--latents", help="Precomputed means: tensor 'mu' (optional 'logvar')."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="teacher.pt (pca-gmm), or a .pt2 program with --trust-teacher-code."),
-    teacher_probs: Optional[Path] = typer.Option(None, "--teacher-probs", help="Precomputed teacher probabilities: tensor 'probs', N×K."),
-    trust_teacher_code: bool = typer.Option(False, "--trust-teacher-code", help="Allow a .pt2 teacher, whose loading can run code."),
-    data: Optional[str] = typer.Option(None, "--data", help="'digits' or a data file/folder (see README)."),
-    split: Optional[str] = typer.Option(None, "--split", help="train, test or all (default all)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Audit only the first N samples."),
-    teacher_data: Optional[str] = typer.Option(None, "--teacher-data", help="The teacher's view of the same samples (enables the view gap)."),
-    view_probs: Optional[Path] = typer.Option(None, "--view-probs", help="Teacher probabilities on the encoder's view (view gap with --teacher-probs)."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Witness K (default: the teacher's K)."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Witness scale β (needed unless the checkpoint fixes it)."),
-    witness_offset: Optional[int] = typer.Option(None, "--witness-offset", help="First latent row of the witness (default 0)."),
-    confidence: float = typer.Option(0.95, "--confidence", help="One-sided confidence of the margin's lower bound; 0 = exact audit-set margin."),
+    model: Path | None = typer.Option(
+        None, "--model", help="vae.safetensors with vae_audit metadata (or weights for --arch)."
+    ),
+    arch: str | None = typer.Option(None, "--arch", help="module:factory returning an nn.Module with encode(x)."),
+    latents: Path | None = typer.Option(None, "--latents", help="Precomputed means: tensor 'mu' (optional 'logvar')."),
+    teacher: Path | None = typer.Option(
+        None, "--teacher", help="teacher.pt (pca-gmm), or a .pt2 program with --trust-teacher-code."
+    ),
+    teacher_probs: Path | None = typer.Option(
+        None, "--teacher-probs", help="Precomputed teacher probabilities: tensor 'probs', N×K."
+    ),
+    trust_teacher_code: bool = typer.Option(
+        False, "--trust-teacher-code", help="Allow a .pt2 teacher, whose loading can run code."
+    ),
+    data: str | None = typer.Option(None, "--data", help="'digits' or a data file/folder (see README)."),
+    split: str | None = typer.Option(None, "--split", help="train, test or all (default all)."),
+    limit: int | None = typer.Option(None, "--limit", help="Audit only the first N samples."),
+    teacher_data: str | None = typer.Option(
+        None, "--teacher-data", help="The teacher's view of the same samples (enables the view gap)."
+    ),
+    view_probs: Path | None = typer.Option(
+        None, "--view-probs", help="Teacher probabilities on the encoder's view (view gap with --teacher-probs)."
+    ),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Witness K (default: the teacher's K)."),
+    beta: float | None = typer.Option(None, "--beta", help="Witness scale β (needed unless the checkpoint fixes it)."),
+    witness_offset: int | None = typer.Option(
+        None, "--witness-offset", help="First latent row of the witness (default 0)."
+    ),
+    confidence: float = typer.Option(
+        0.95, "--confidence", help="One-sided confidence of the margin's lower bound; 0 = exact audit-set margin."
+    ),
     min_margin: float = typer.Option(0.0, "--min-margin", help="Safety margin δ in nats: certified iff LCB >= δ."),
     batch_size: str = typer.Option("512", "--batch-size", help="Samples per batch, or 'auto' (the largest that fits)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("fp32", "--precision", help="Encoder/teacher forward precision: fp32, bf16 or fp16."),
-    model_diagnostics: bool = typer.Option(True, "--model-diagnostics/--no-model-diagnostics", help="Decoder/posterior diagnostics on a 512-sample subset (default on; never part of the verdict)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default reports/<model stem>/)."),
+    model_diagnostics: bool = typer.Option(
+        True,
+        "--model-diagnostics/--no-model-diagnostics",
+        help="Decoder/posterior diagnostics on a 512-sample subset (default on; never part of the verdict).",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default reports/<model stem>/)."),
     formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md, html, junit."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary on the terminal (errors still go to stderr)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the certificate JSON on stdout, nothing else there (the summary goes to stderr)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the certificate JSON on stdout, nothing else there (the summary goes to stderr)."
+    ),
 ) -> int:
     """Certify a VAE against exact constant collapse of its encoder mean."""
     from rich.console import Console
 
     fmt_list = parse_formats(formats)
     request = AuditRequest(
-        model=model, arch=arch, latents=latents, teacher=teacher, teacher_probs=teacher_probs,
-        trust_teacher_code=trust_teacher_code, data=data, split=split, limit=limit,
-        teacher_data=teacher_data, view_probs=view_probs, num_classes=num_classes, beta=beta,
-        witness_offset=witness_offset, confidence=confidence, min_margin=min_margin,
-        batch_size=parse_batch_size(batch_size), device=device, precision=precision, model_diagnostics=model_diagnostics,
+        model=model,
+        arch=arch,
+        latents=latents,
+        teacher=teacher,
+        teacher_probs=teacher_probs,
+        trust_teacher_code=trust_teacher_code,
+        data=data,
+        split=split,
+        limit=limit,
+        teacher_data=teacher_data,
+        view_probs=view_probs,
+        num_classes=num_classes,
+        beta=beta,
+        witness_offset=witness_offset,
+        confidence=confidence,
+        min_margin=min_margin,
+        batch_size=parse_batch_size(batch_size),
+        device=device,
+        precision=precision,
+        model_diagnostics=model_diagnostics,
     )
     # --json: stdout carries the JSON alone, so no progress bar there even on a terminal.
     with BatchProgress(enabled=progress_wanted(quiet or json_out) and is_main_process()) as progress:

@@ -30,15 +30,29 @@ def main(argv: list[str] | None = None) -> None:
     teacher = fit_pca_gmm(train.read(0, train.num_samples), rank=16, num_classes=10, temperature=8.0, seed=0)
     save_teacher(teacher, args.out / "teacher.pt")
     model = args.out / "demo-vae.safetensors"
-    result = train_to_file(TrainConfig(method="aligned", seed=0, epochs=args.epochs), "digits", "train",
-                           args.out / "teacher.pt", model)
+    result = train_to_file(
+        TrainConfig(method="aligned", seed=0, epochs=args.epochs), "digits", "train", args.out / "teacher.pt", model
+    )
     last = result.history[-1]
-    print(f"trained {model} ({result.epochs_run} epochs): training-split margin {last['margin']:.3f} nats; "
-          f"per-epoch monitor in {model.with_suffix('.csv')}")
-    audit_main([
-        "certify", "--model", str(model), "--teacher", str(args.out / "teacher.pt"),
-        "--data", "digits", "--split", "test", "--out", str(args.out / "report"),
-    ])
+    print(
+        f"trained {model} ({result.epochs_run} epochs): training-split margin {last['margin']:.3f} nats; "
+        f"per-epoch monitor in {model.with_suffix('.csv')}"
+    )
+    audit_main(
+        [
+            "certify",
+            "--model",
+            str(model),
+            "--teacher",
+            str(args.out / "teacher.pt"),
+            "--data",
+            "digits",
+            "--split",
+            "test",
+            "--out",
+            str(args.out / "report"),
+        ]
+    )
 
 
 if __name__ == "__main__":

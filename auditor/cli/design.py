@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,16 +16,22 @@ from ..sources.teachers.files import load_teacher
 
 
 def design(
-    teacher: Path = typer.Option(..., "--teacher", help="teacher.pt (pca-gmm), or a .pt2 program with --trust-teacher-code."),
-    trust_teacher_code: bool = typer.Option(False, "--trust-teacher-code", help="Allow a .pt2 teacher, whose loading can run code."),
+    teacher: Path = typer.Option(
+        ..., "--teacher", help="teacher.pt (pca-gmm), or a .pt2 program with --trust-teacher-code."
+    ),
+    trust_teacher_code: bool = typer.Option(
+        False, "--trust-teacher-code", help="Allow a .pt2 teacher, whose loading can run code."
+    ),
     data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
-    split: Optional[str] = typer.Option(None, "--split", help="train, test or all (default all)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N samples only."),
+    split: str | None = typer.Option(None, "--split", help="train, test or all (default all)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use the first N samples only."),
     beta: float = typer.Option(..., "--beta", help="Witness scale β > 0."),
     latent_dim: int = typer.Option(..., "--latent-dim", help="Latent dimension d >= K − 1."),
     witness_offset: int = typer.Option(0, "--witness-offset", help="First latent row of the witness."),
-    energy_budget: float = typer.Option(DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Prior cost ½E‖μ*‖² (nats) to recommend β for."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the margin–energy path as CSV (atomically)."),
+    energy_budget: float = typer.Option(
+        DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Prior cost ½E‖μ*‖² (nats) to recommend β for."
+    ),
+    csv: Path | None = typer.Option(None, "--csv", help="Also write the margin–energy path as CSV (atomically)."),
 ) -> None:
     """Print I_T, E_T, the analytic code's energy, the margin–energy path and a recommended β."""
     from rich.console import Console
@@ -36,7 +41,9 @@ def design(
     model = load_teacher(teacher, trust_teacher_code, dataset.sample_shape)
     size = math.prod(dataset.sample_shape)
     if model.input_dim is not None and model.input_dim != size:
-        raise AuditInputError(f"the teacher takes inputs of size {model.input_dim} but the data samples have size {size}")
+        raise AuditInputError(
+            f"the teacher takes inputs of size {model.input_dim} but the data samples have size {size}"
+        )
     p = dataset_probabilities(model.eval(), dataset)
     summary = design_summary(p, beta, latent_dim, energy_budget)
     table = design_table(p, beta, latent_dim, offset=witness_offset)
@@ -54,7 +61,9 @@ def design(
     for name in ("t", "margin Ĝ (nats)", "alignment loss L", "energy E‖μ_t‖²", "prior cost"):
         view.add_column(name, justify="right")
     for row in table.itertuples(index=False):
-        view.add_row(f"{row.t:g}", f"{row.margin:.4f}", f"{row.alignment_loss:.4f}", f"{row.energy:.3f}", f"{row.prior_cost:.3f}")
+        view.add_row(
+            f"{row.t:g}", f"{row.margin:.4f}", f"{row.alignment_loss:.4f}", f"{row.energy:.3f}", f"{row.prior_cost:.3f}"
+        )
     console.print(view)
     verdict = "fits" if s["within_budget"] else "exceeds"
     console.print(

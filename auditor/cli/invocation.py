@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator
 
-_INVOCATION: ContextVar[list[str]] = ContextVar("invocation", default=["audit"])
+_INVOCATION: ContextVar[tuple[str, ...]] = ContextVar("invocation", default=("audit",))
 
 
 @contextlib.contextmanager
 def recording_invocation(argv: list[str]) -> Iterator[None]:
     """Within this block :func:`current_command` returns ``argv``."""
-    token = _INVOCATION.set(list(argv))
+    token = _INVOCATION.set(tuple(argv))
     try:
         yield
     finally:

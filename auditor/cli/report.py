@@ -8,7 +8,6 @@ whatever the verdict (the verdict's exit code belongs to ``audit certify``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,7 +19,7 @@ from ..reports.writer import RENDERERS, write_reports
 def report(
     certificate: Path = typer.Argument(..., help="certificate.json written by audit certify."),
     formats: str = typer.Option("html", "--format", help=f"Comma-separated: {', '.join(RENDERERS)}."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the reports (default: the certificate's folder)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for the reports (default: the certificate's folder)."),
 ) -> int:
     """Render reports (HTML, Markdown, JUnit XML) from a saved certificate.json."""
     fmt_list = [f.strip().lower() for f in formats.split(",") if f.strip()]

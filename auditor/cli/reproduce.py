@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,11 +14,17 @@ def reproduce_command(
     data: str = typer.Option(..., "--data", help="'digits' or a data set with train and test splits."),
     seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Comma-separated seeds."),
     out: Path = typer.Option(..., "--out", help="Folder for runs.csv, table.csv and table.md."),
-    models_out: Optional[Path] = typer.Option(None, "--models-out", help="Folder for the checkpoints (and their monitor CSVs) of --save-seeds."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="teacher.pt (default: <models-out>/teacher.pt)."),
+    models_out: Path | None = typer.Option(
+        None, "--models-out", help="Folder for the checkpoints (and their monitor CSVs) of --save-seeds."
+    ),
+    teacher: Path | None = typer.Option(None, "--teacher", help="teacher.pt (default: <models-out>/teacher.pt)."),
     epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", help="ELBO epochs per run (a protocol's maximum)."),
-    rows: Optional[str] = typer.Option(None, "--rows", help=f"Comma-separated subset of: {', '.join(r.name for r in DEFAULT_ROWS)}."),
-    save_seeds: Optional[str] = typer.Option(None, "--save-seeds", help="Seeds whose checkpoints go to --models-out (default: the first)."),
+    rows: str | None = typer.Option(
+        None, "--rows", help=f"Comma-separated subset of: {', '.join(r.name for r in DEFAULT_ROWS)}."
+    ),
+    save_seeds: str | None = typer.Option(
+        None, "--save-seeds", help="Seeds whose checkpoints go to --models-out (default: the first)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
 ) -> int:
     """Train and certify the experiment table (vanilla/aligned at KL 1,2,4,8, prefit, baselines, collapse, rescue)."""
@@ -36,8 +41,14 @@ def reproduce_command(
         teacher = models_out / "teacher.pt"
     chosen = select_rows(None if rows is None else [r.strip() for r in rows.split(",") if r.strip()])
     console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, disable=quiet or not console.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet or not console.is_terminal,
+    )
     with progress:
         task = progress.add_task("reproduce", total=len(chosen) * len(seed_list))
         started = []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import typer
@@ -18,8 +18,16 @@ from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.teachers.files import save_teacher
 from ..teachers.fit import fit_pca_gmm, teacher_probabilities
-from ..teachers.search import DEFAULT_CLASSES, DEFAULT_HOLDOUT_EVERY, DEFAULT_RANKS, DEFAULT_TEMPERATURES, \
-    holdout_split, require_choice, score_candidates, search_record
+from ..teachers.search import (
+    DEFAULT_CLASSES,
+    DEFAULT_HOLDOUT_EVERY,
+    DEFAULT_RANKS,
+    DEFAULT_TEMPERATURES,
+    holdout_split,
+    require_choice,
+    score_candidates,
+    search_record,
+)
 
 teacher_app = typer.Typer(
     help="Fit or search the unsupervised PCA → diagonal-GMM teacher (teacher.pt, DESIGN §3).",
@@ -53,23 +61,27 @@ SEED = typer.Option(0, "--seed", help="Seed of PCA and GMM.")
 N_INIT = typer.Option(2, "--n-init", help="GMM restarts (GaussianMixture n_init).")
 
 
-def fit_inputs(out: Path, data: str, split: str, limit: Optional[int]) -> tuple[Dataset, np.ndarray]:
+def fit_inputs(out: Path, data: str, split: str, limit: int | None) -> tuple[Dataset, np.ndarray]:
     """Check --out before any work, then read the split as the teacher's N×D [0, 1] inputs."""
     check_out_path(out)
     dataset = open_dataset(data, split, limit, role="data")
     return dataset, dataset_features(dataset)
 
 
-def data_record(dataset: Dataset, limit: Optional[int]) -> dict:
-    return {"spec": dataset.spec, "split": dataset.split, "limit": limit,
-            "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs]}
+def data_record(dataset: Dataset, limit: int | None) -> dict:
+    return {
+        "spec": dataset.spec,
+        "split": dataset.split,
+        "limit": limit,
+        "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs],
+    }
 
 
 @teacher_app.command("fit")
 def fit(
     data: str = DATA,
     split: str = SPLIT,
-    limit: Optional[int] = LIMIT,
+    limit: int | None = LIMIT,
     rank: int = typer.Option(..., "--rank", help="PCA rank r (1 <= r <= min(N, D))."),
     num_classes: int = typer.Option(..., "--num-classes", help="GMM components K (2 <= K <= N)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Temperature τ > 0 of the posterior."),
@@ -95,13 +107,21 @@ def fit(
 def search(
     data: str = DATA,
     split: str = SPLIT,
-    limit: Optional[int] = LIMIT,
+    limit: int | None = LIMIT,
     ranks: str = typer.Option(",".join(map(str, DEFAULT_RANKS)), "--ranks", help="PCA ranks to try."),
-    classes: str = typer.Option(",".join(map(str, DEFAULT_CLASSES)), "--classes", help="Numbers of components K to try."),
-    temperatures: str = typer.Option(",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), "--temperatures", help="Temperatures τ to try."),
+    classes: str = typer.Option(
+        ",".join(map(str, DEFAULT_CLASSES)), "--classes", help="Numbers of components K to try."
+    ),
+    temperatures: str = typer.Option(
+        ",".join(f"{t:g}" for t in DEFAULT_TEMPERATURES), "--temperatures", help="Temperatures τ to try."
+    ),
     beta: float = typer.Option(DEFAULT_BETA, "--beta", help="Witness scale β the energy is computed for."),
-    energy_budget: float = typer.Option(DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Max prior cost ((K−1)/(2Kβ²))·E_T in nats."),
-    holdout_every: int = typer.Option(DEFAULT_HOLDOUT_EVERY, "--holdout-every", help="Hold out every M-th row of the split for scoring."),
+    energy_budget: float = typer.Option(
+        DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Max prior cost ((K−1)/(2Kβ²))·E_T in nats."
+    ),
+    holdout_every: int = typer.Option(
+        DEFAULT_HOLDOUT_EVERY, "--holdout-every", help="Hold out every M-th row of the split for scoring."
+    ),
     seed: int = SEED,
     n_init: int = N_INIT,
     out: Path = typer.Option(..., "--out", help="teacher.pt to write; the table goes to <stem>.search.json beside it."),
@@ -109,8 +129,11 @@ def search(
     """Grid-search rank, K and τ; save the teacher with the largest held-out I_T within the energy budget."""
     from rich.console import Console
 
-    grid = (parse_list("--ranks", ranks, int), parse_list("--classes", classes, int),
-            parse_list("--temperatures", temperatures, float))
+    grid = (
+        parse_list("--ranks", ranks, int),
+        parse_list("--classes", classes, int),
+        parse_list("--temperatures", temperatures, float),
+    )
     dataset, x = fit_inputs(out, data, split, limit)
     x_fit, x_holdout = holdout_split(x, holdout_every)
     result = score_candidates(x_fit, x_holdout, *grid, beta, energy_budget, seed, n_init)
@@ -120,9 +143,17 @@ def search(
 
     save_teacher(teacher, out)
     record = search_record(
-        result.table, beta=beta, energy_budget=energy_budget, seed=seed, n_init=n_init,
-        data={**data_record(dataset, limit), "holdout": f"row j of the split is held out when j % {holdout_every} == {holdout_every - 1}",
-              "num_fit": len(x_fit), "num_holdout": len(x_holdout)},
+        result.table,
+        beta=beta,
+        energy_budget=energy_budget,
+        seed=seed,
+        n_init=n_init,
+        data={
+            **data_record(dataset, limit),
+            "holdout": f"row j of the split is held out when j % {holdout_every} == {holdout_every - 1}",
+            "num_fit": len(x_fit),
+            "num_holdout": len(x_holdout),
+        },
         teacher_sha256=sha256_file(out),
     )
     sidecar = search_sidecar_path(out)
@@ -143,15 +174,25 @@ def search_sidecar_path(teacher_path: Path) -> Path:
 def search_table(table, beta: float, energy_budget: float, num_fit: int, num_holdout: int):
     from rich.table import Table
 
-    view = Table(title=f"teacher candidates (fit {num_fit}, held-out {num_holdout} samples)",
-                 caption=f"energy = ((K−1)/(2Kβ²))·E_T nats at β = {beta:g}; budget {energy_budget:g} nats; "
-                         "I_T and E_T on the held-out rows")
+    view = Table(
+        title=f"teacher candidates (fit {num_fit}, held-out {num_holdout} samples)",
+        caption=f"energy = ((K−1)/(2Kβ²))·E_T nats at β = {beta:g}; budget {energy_budget:g} nats; "
+        "I_T and E_T on the held-out rows",
+    )
     for name in ("rank", "K", "τ", "I_T", "E_T", "energy", "fits", "conv.", "chosen"):
         view.add_column(name, justify="right")
     for row in table.itertuples(index=False):
-        view.add_row(str(row.rank), str(row.K), f"{row.temperature:g}", f"{row.I_T:.4f}", f"{row.E_T:.2f}",
-                     f"{row.energy:.3f}", "yes" if row.within_budget else "no", "yes" if row.converged else "no",
-                     "◀" if row.chosen else "")
+        view.add_row(
+            str(row.rank),
+            str(row.K),
+            f"{row.temperature:g}",
+            f"{row.I_T:.4f}",
+            f"{row.E_T:.2f}",
+            f"{row.energy:.3f}",
+            "yes" if row.within_budget else "no",
+            "yes" if row.converged else "no",
+            "◀" if row.chosen else "",
+        )
     return view
 
 

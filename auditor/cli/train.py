@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ from ..training.protocols import PROTOCOLS
 from ..training.run import monitor_csv_path, train_to_file
 
 
-def parse_int_list(value: Optional[str], flag: str) -> tuple[int, ...] | None:
+def parse_int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
     """'128,64' → (128, 64); every entry a positive integer."""
     if value is None:
         return None
@@ -30,42 +29,81 @@ def parse_int_list(value: Optional[str], flag: str) -> tuple[int, ...] | None:
 
 
 def train(
-    method: Optional[str] = typer.Option(None, "--method", help=f"One of: {', '.join(METHODS)} (with --protocol: its default)."),
+    method: str | None = typer.Option(
+        None, "--method", help=f"One of: {', '.join(METHODS)} (with --protocol: its default)."
+    ),
     data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
     split: str = typer.Option("train", "--split", help="train, test or all."),
-    teacher: Path = typer.Option(..., "--teacher", help="teacher.pt (pca-gmm), the fixed teacher of the alignment and the monitor."),
+    teacher: Path = typer.Option(
+        ..., "--teacher", help="teacher.pt (pca-gmm), the fixed teacher of the alignment and the monitor."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seeds initialisation, batch order and noise."),
-    out: Path = typer.Option(..., "--out", help="Checkpoint to write (.safetensors); the monitor goes to the same name with .csv."),
+    out: Path = typer.Option(
+        ..., "--out", help="Checkpoint to write (.safetensors); the monitor goes to the same name with .csv."
+    ),
     epochs: int = typer.Option(60, "--epochs", help="ELBO epochs (a protocol's maximum)."),
     batch_size: int = typer.Option(128, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
-    kl_weight: Optional[float] = typer.Option(None, "--kl-weight", help="Weight on the KL term (default 1; --protocol collapse: 8)."),
-    align_weight: Optional[float] = typer.Option(None, "--align-weight", help="α on the raw witness alignment loss of the aligned methods (default 10); an error with a method that does not align."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Witness scale β (default 2; --init: the checkpoint's)."),
-    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="d (default 16)."),
-    hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp hidden sizes, e.g. 128 or 256,256 (default 128)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="mlp (default) or conv (C×H×W images, H and W divisible by 2^len(channels))."),
-    channels: Optional[str] = typer.Option(None, "--channels", help="conv channels (default 32,64,128)."),
+    kl_weight: float | None = typer.Option(
+        None, "--kl-weight", help="Weight on the KL term (default 1; --protocol collapse: 8)."
+    ),
+    align_weight: float | None = typer.Option(
+        None,
+        "--align-weight",
+        help="α on the raw witness alignment loss of the aligned methods (default 10); an error with a method that does not align.",
+    ),
+    beta: float | None = typer.Option(None, "--beta", help="Witness scale β (default 2; --init: the checkpoint's)."),
+    latent_dim: int | None = typer.Option(None, "--latent-dim", help="d (default 16)."),
+    hidden: str | None = typer.Option(None, "--hidden", help="mlp hidden sizes, e.g. 128 or 256,256 (default 128)."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="mlp (default) or conv (C×H×W images, H and W divisible by 2^len(channels))."
+    ),
+    channels: str | None = typer.Option(None, "--channels", help="conv channels (default 32,64,128)."),
     likelihood: str = typer.Option("bernoulli", "--likelihood", help="bernoulli or gaussian decoder."),
     free_bits: float = typer.Option(0.25, "--free-bits", help="λ nats per latent dimension (free-bits)."),
     anneal_epochs: float = typer.Option(10.0, "--anneal-epochs", help="Linear KL warm-up length (kl-anneal)."),
     cycles: int = typer.Option(4, "--cycles", help="M cycles (cyclical)."),
     cycle_ratio: float = typer.Option(0.5, "--cycle-ratio", help="R: fraction of each cycle spent rising (cyclical)."),
-    prefit_epochs: int = typer.Option(10, "--prefit-epochs", help="Epochs regressing μ onto the analytic code first (prefit)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Checkpoint to resume from (its architecture and witness are kept)."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help=f"{' | '.join(PROTOCOLS)}: continue --init until done (see README)."),
-    threads: int = typer.Option(1, "--threads", help="CPU threads while training (1: the same bytes every run; more may round differently under load)."),
+    prefit_epochs: int = typer.Option(
+        10, "--prefit-epochs", help="Epochs regressing μ onto the analytic code first (prefit)."
+    ),
+    init: Path | None = typer.Option(
+        None, "--init", help="Checkpoint to resume from (its architecture and witness are kept)."
+    ),
+    protocol: str | None = typer.Option(
+        None, "--protocol", help=f"{' | '.join(PROTOCOLS)}: continue --init until done (see README)."
+    ),
+    threads: int = typer.Option(
+        1,
+        "--threads",
+        help="CPU threads while training (1: the same bytes every run; more may round differently under load).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary."),
 ) -> int:
     """Train a VAE (optionally aligned with the simplex witness) and write a certifiable checkpoint."""
     if likelihood not in ("bernoulli", "gaussian"):
         raise AuditInputError(f"unknown --likelihood {likelihood!r} (use bernoulli or gaussian)")
     cfg = TrainConfig(
-        method=method, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, kl_weight=kl_weight,
-        align_weight=align_weight, beta=beta, latent_dim=latent_dim, hidden=parse_int_list(hidden, "--hidden"),
-        arch=arch, channels=parse_int_list(channels, "--channels"), likelihood=likelihood, free_bits=free_bits,
-        anneal_epochs=anneal_epochs, cycles=cycles, cycle_ratio=cycle_ratio, prefit_epochs=prefit_epochs,
-        protocol=protocol, threads=threads,
+        method=method,
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        kl_weight=kl_weight,
+        align_weight=align_weight,
+        beta=beta,
+        latent_dim=latent_dim,
+        hidden=parse_int_list(hidden, "--hidden"),
+        arch=arch,
+        channels=parse_int_list(channels, "--channels"),
+        likelihood=likelihood,
+        free_bits=free_bits,
+        anneal_epochs=anneal_epochs,
+        cycles=cycles,
+        cycle_ratio=cycle_ratio,
+        prefit_epochs=prefit_epochs,
+        protocol=protocol,
+        threads=threads,
     )
     total = epochs + (prefit_epochs if method == "prefit" else 0)
     with epoch_progress(total, quiet, label=method or protocol or "training") as on_epoch:
@@ -73,9 +111,11 @@ def train(
     if not quiet:
         last = result.history[-1]
         verdict = "certified" if last["certified"] else "not certified"
-        print(f"wrote {out} and {monitor_csv_path(out)}: {result.epochs_run} epochs ({result.config.method}"
-              f"{', protocol ' + result.config.protocol if result.config.protocol else ''}, stopped by {result.stopped_by}); "
-              f"training-data margin {last['margin']:.4f}, LCB {fmt(last['margin_lcb'], 3)} → {verdict} on {split}")
+        print(
+            f"wrote {out} and {monitor_csv_path(out)}: {result.epochs_run} epochs ({result.config.method}"
+            f"{', protocol ' + result.config.protocol if result.config.protocol else ''}, stopped by {result.stopped_by}); "
+            f"training-data margin {last['margin']:.4f}, LCB {fmt(last['margin_lcb'], 3)} → {verdict} on {split}"
+        )
     return 0
 
 

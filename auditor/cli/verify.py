@@ -9,7 +9,6 @@ certificate itself is invalid (see :mod:`auditor.certificate.check`) or cannot b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,9 +19,15 @@ from ..certificate.compare import RELATIVE_TOLERANCE
 
 def verify(
     certificate: Path = typer.Argument(..., help="certificate.json written by audit certify."),
-    recompute: bool = typer.Option(False, "--recompute", help="Also re-run the recorded audit and compare every number (1e-9 relative)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Resolve the certificate's relative paths against this folder (default: the current one)."),
-    trust_code: bool = typer.Option(False, "--trust-code", help="With --recompute: allow re-running an --arch factory or a .pt2 teacher."),
+    recompute: bool = typer.Option(
+        False, "--recompute", help="Also re-run the recorded audit and compare every number (1e-9 relative)."
+    ),
+    root: Path | None = typer.Option(
+        None, "--root", help="Resolve the certificate's relative paths against this folder (default: the current one)."
+    ),
+    trust_code: bool = typer.Option(
+        False, "--trust-code", help="With --recompute: allow re-running an --arch factory or a .pt2 teacher."
+    ),
 ) -> int:
     """Check that the files a certificate names are unchanged (exit 0), or not (exit 1)."""
     cert = load_certificate(certificate)

@@ -9,7 +9,7 @@ so that other programs can write checkpoints we read.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -18,8 +18,14 @@ from torch.nn import functional as F
 from ..errors import AuditInputError
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu, "tanh": torch.tanh, "elu": F.elu, "gelu": F.gelu, "silu": F.silu,
-    "softplus": F.softplus, "leaky_relu": F.leaky_relu, "sigmoid": torch.sigmoid,
+    "relu": F.relu,
+    "tanh": torch.tanh,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "softplus": F.softplus,
+    "leaky_relu": F.leaky_relu,
+    "sigmoid": torch.sigmoid,
 }
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -30,7 +36,9 @@ def arch_field(arch: dict, key: str, kind: type, where: str):
     value = arch[key]
     if kind is int and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
         raise AuditInputError(f"{where}: architecture {key!r} must be a positive integer, got {value!r}")
-    if kind is list and not (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if kind is list and not (
+        isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
         raise AuditInputError(f"{where}: architecture {key!r} must be a list of positive integers, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise AuditInputError(f"{where}: architecture {key!r} must be a string, got {value!r}")

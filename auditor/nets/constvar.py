@@ -39,7 +39,7 @@ class ConstVarVAE(MLPVAE):
 def build_constvar(arch: dict, where: str) -> ConstVarVAE:
     variance = arch.get("posterior_variance", POSTERIOR_VARIANCE)
     if variance != POSTERIOR_VARIANCE:
-        raise AuditInputError(f"{where}: const-var architecture needs \"posterior_variance\": \"shared\", got {variance!r}")
+        raise AuditInputError(f'{where}: const-var architecture needs "posterior_variance": "shared", got {variance!r}')
     return ConstVarVAE(
         input_shape=arch_field(arch, "input_shape", list, where),
         hidden=arch_field(arch, "hidden", list, where),

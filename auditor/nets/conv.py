@@ -64,9 +64,13 @@ def build_conv(arch: dict, where: str) -> ConvVAE:
         raise AuditInputError(f"{where}: conv architecture needs input_shape [C, H, W], got {shape}")
     scale = 2 ** len(channels)
     if shape[1] % scale or shape[2] % scale:
-        raise AuditInputError(f"{where}: conv architecture with {len(channels)} stride-2 layers needs H and W divisible by {scale}, got {shape[1:]}")
+        raise AuditInputError(
+            f"{where}: conv architecture with {len(channels)} stride-2 layers needs H and W divisible by {scale}, got {shape[1:]}"
+        )
     return ConvVAE(
-        input_shape=shape, channels=channels, latent_dim=arch_field(arch, "latent_dim", int, where),
+        input_shape=shape,
+        channels=channels,
+        latent_dim=arch_field(arch, "latent_dim", int, where),
         activation=arch_choice(arch, "activation", ACTIVATIONS, "relu", where),
         likelihood=arch_choice(arch, "likelihood", LIKELIHOODS, "bernoulli", where),
     )

@@ -46,7 +46,7 @@ class ICNN(nn.Module):
         widths = [*hidden, 1]
         self.convexity = float(convexity)
         # The last affine term's bias would be a constant in ψ, invisible in ∇ψ: it has none.
-        self.A = nn.ModuleList(nn.Linear(dim, m, bias=l < len(hidden)) for l, m in enumerate(widths))
+        self.A = nn.ModuleList(nn.Linear(dim, m, bias=layer < len(hidden)) for layer, m in enumerate(widths))
         raws = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             # Small positive initial weights, so that the composition starts near the quadratic.
@@ -56,9 +56,9 @@ class ICNN(nn.Module):
 
     def potential(self, y: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(self.A[0](y), NEGATIVE_SLOPE) ** 2
-        for l, raw in enumerate(self.W_raw):
-            h = h @ F.softplus(raw).T + self.A[l + 1](y)
-            if l < len(self.W_raw) - 1:
+        for layer, raw in enumerate(self.W_raw):
+            h = h @ F.softplus(raw).T + self.A[layer + 1](y)
+            if layer < len(self.W_raw) - 1:
                 h = F.leaky_relu(h, NEGATIVE_SLOPE)
         return h.squeeze(-1) + 0.5 * self.convexity * (y * y).sum(dim=-1)
 
@@ -115,11 +115,21 @@ class LIDDecoder(nn.Module):
 class LIDVAE(MLPVAE):
     """The ``mlp`` encoder with the injective decoder g₂ ∘ B ∘ g₁ (see module docstring)."""
 
-    def __init__(self, input_shape, hidden, latent_dim, activation="relu", likelihood="bernoulli",
-                 icnn_hidden=tuple(DEFAULTS["icnn_hidden"]), convexity=DEFAULTS["convexity"],
-                 singular_values=tuple(DEFAULTS["singular_values"])):
+    def __init__(
+        self,
+        input_shape,
+        hidden,
+        latent_dim,
+        activation="relu",
+        likelihood="bernoulli",
+        icnn_hidden=tuple(DEFAULTS["icnn_hidden"]),
+        convexity=DEFAULTS["convexity"],
+        singular_values=tuple(DEFAULTS["singular_values"]),
+    ):
         super().__init__(input_shape, hidden, latent_dim, activation, likelihood)
-        self.decoder = LIDDecoder(latent_dim, math.prod(self.input_shape), list(icnn_hidden), convexity, singular_values)
+        self.decoder = LIDDecoder(
+            latent_dim, math.prod(self.input_shape), list(icnn_hidden), convexity, singular_values
+        )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z).reshape(z.shape[0], *self.input_shape)
@@ -137,11 +147,20 @@ def build_lidvae(arch: dict, where: str) -> LIDVAE:
     latent_dim = arch_field(arch, "latent_dim", int, where)
     icnn_hidden = arch_field({"icnn_hidden": DEFAULTS["icnn_hidden"], **arch}, "icnn_hidden", list, where)
     bounds = arch.get("singular_values", DEFAULTS["singular_values"])
-    if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
-            and 0 < bounds[0] < bounds[1] and math.isfinite(bounds[1])):
-        raise AuditInputError(f"{where}: architecture 'singular_values' must be [s_min, s_max] with 0 < s_min < s_max, got {bounds!r}")
+    if not (
+        isinstance(bounds, list)
+        and len(bounds) == 2
+        and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+        and 0 < bounds[0] < bounds[1]
+        and math.isfinite(bounds[1])
+    ):
+        raise AuditInputError(
+            f"{where}: architecture 'singular_values' must be [s_min, s_max] with 0 < s_min < s_max, got {bounds!r}"
+        )
     if math.prod(shape) < latent_dim:
-        raise AuditInputError(f"{where}: lidvae needs latent_dim ({latent_dim}) <= input size ({math.prod(shape)}) so that B is injective")
+        raise AuditInputError(
+            f"{where}: lidvae needs latent_dim ({latent_dim}) <= input size ({math.prod(shape)}) so that B is injective"
+        )
     return LIDVAE(
         input_shape=shape,
         hidden=arch_field(arch, "hidden", list, where),

@@ -5,7 +5,7 @@ A new architecture is one module with a builder ``(arch_json, where) -> nn.Modul
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

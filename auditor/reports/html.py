@@ -70,16 +70,26 @@ def margin_plot(cert: dict) -> str:
     """Ĝ = I_T − L as bars: the information the teacher offers, what the witness loses, what is left."""
     names = ["teacher information I_T", "alignment loss L", "margin Ĝ", "lower bound (LCB)"]
     values = [cert["teacher_information"], cert["alignment_loss"], cert["margin"], cert["margin_lcb"]]
-    colours = [_BLUE, _GREY, _GREEN if cert["margin"] > cert["min_margin"] else _AMBER,
-               _GREEN if cert["verdict"] == "certified" else _AMBER]
+    colours = [
+        _BLUE,
+        _GREY,
+        _GREEN if cert["margin"] > cert["min_margin"] else _AMBER,
+        _GREEN if cert["verdict"] == "certified" else _AMBER,
+    ]
     fig = _new_figure(7.5, 2.6)
     ax = fig.add_subplot()
     shown = [0.0 if v is None else v for v in values]
     ax.barh(names[::-1], shown[::-1], color=colours[::-1])
     for y, v in enumerate(values[::-1]):
         # Right of the bar's end, or of zero for a negative bar, so the label never covers the bar.
-        ax.annotate("n/a" if v is None else f"{v:.4f}", (0 if v is None else max(v, 0.0), y), xytext=(4, 0),
-                    textcoords="offset points", va="center", fontsize=9)
+        ax.annotate(
+            "n/a" if v is None else f"{v:.4f}",
+            (0 if v is None else max(v, 0.0), y),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
     ax.axvline(0.0, color="black", lw=0.8)
     ax.axvline(cert["min_margin"], color=_AMBER, lw=1.2, ls="--", label=f"required δ = {cert['min_margin']:g}")
     ax.set_xlabel("nats")
@@ -95,8 +105,13 @@ def per_class_plot(cert: dict) -> str:
     xs = range(len(rows))
     width = 0.4
     ax.bar([x - width / 2 for x in xs], [r["teacher_mass"] for r in rows], width, color=_BLUE, label="teacher mass p̄_k")
-    ax.bar([x + width / 2 for x in xs], [r["witness_agreement"] or 0.0 for r in rows], width, color=_GREEN,
-           label="witness agreement")
+    ax.bar(
+        [x + width / 2 for x in xs],
+        [r["witness_agreement"] or 0.0 for r in rows],
+        width,
+        color=_GREEN,
+        label="witness agreement",
+    )
     ax.set_xticks(list(xs), classes)
     ax.set_xlabel("teacher class (argmax p)")
     ax.set_ylim(0, 1.05)
@@ -108,10 +123,18 @@ def energy_path_plot(cert: dict) -> str:
     path = cert["design"]["path"]
     fig = _new_figure(7.5, 3.4)
     ax = fig.add_subplot()
-    ax.plot([p["energy"] for p in path], [p["margin"] for p in path], "-o", color=_BLUE, ms=3,
-            label="analytic path μ_t = t·μ*(p), t = 0 … 1")
+    ax.plot(
+        [p["energy"] for p in path],
+        [p["margin"] for p in path],
+        "-o",
+        color=_BLUE,
+        ms=3,
+        label="analytic path μ_t = t·μ*(p), t = 0 … 1",
+    )
     for p, dx in ((path[0], 4), (path[-1], -24)):
-        ax.annotate(f"t = {p['t']:g}", (p["energy"], p["margin"]), xytext=(dx, -12), textcoords="offset points", fontsize=8)
+        ax.annotate(
+            f"t = {p['t']:g}", (p["energy"], p["margin"]), xytext=(dx, -12), textcoords="offset points", fontsize=8
+        )
     d = cert["diagnostics"]
     colour = _GREEN if cert["verdict"] == "certified" else _AMBER
     ax.plot([d["mean_sq_norm"]], [cert["margin"]], "*", ms=14, color=colour, label="this model (E‖μ‖², Ĝ)")
@@ -127,8 +150,15 @@ def view_gap_plot(cert: dict) -> str:
     view, margin = cert["view_gap"], cert["margin"]
     fig = _new_figure(7.5, 2.2)
     ax = fig.add_subplot()
-    ax.errorbar([margin], [0], xerr=[[view["bound"]], [view["bound"]]], fmt="o", color=_BLUE, capsize=6,
-                label="Ĝ ± Δ_view (where G′ must lie)")
+    ax.errorbar(
+        [margin],
+        [0],
+        xerr=[[view["bound"]], [view["bound"]]],
+        fmt="o",
+        color=_BLUE,
+        capsize=6,
+        label="Ĝ ± Δ_view (where G′ must lie)",
+    )
     ax.plot([view["margin_encoder_view"]], [0], "x", ms=10, color="black", label="G′ on the encoder's view")
     ax.axvline(cert["min_margin"], color=_AMBER, ls="--", lw=1.2, label="required δ")
     ax.set_yticks([])
@@ -144,7 +174,13 @@ def latent_variance_plot(cert: dict) -> str:
     ax = fig.add_subplot()
     ax.bar(range(len(variance)), [max(v, 1e-12) for v in variance], color=_BLUE)
     ax.set_yscale("log")
-    ax.axhline(d["active_unit_threshold"], color=_AMBER, ls="--", lw=1.2, label=f"active-unit threshold {d['active_unit_threshold']:g}")
+    ax.axhline(
+        d["active_unit_threshold"],
+        color=_AMBER,
+        ls="--",
+        lw=1.2,
+        label=f"active-unit threshold {d['active_unit_threshold']:g}",
+    )
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("Var μ_d")
     ax.legend(fontsize=8)
@@ -194,8 +230,9 @@ def _verdict_section(cert: dict) -> str:
     not_mean = (
         "It does not say that the latent code is good, disentangled or useful beyond the teacher's "
         "categories: only that the encoder mean carries at least Ĝ nats of teacher information, so it is not "
-        "constant." if certified else
-        "It does not say that the model collapsed. It says the simplex witness on this latent mean did not "
+        "constant."
+        if certified
+        else "It does not say that the model collapsed. It says the simplex witness on this latent mean did not "
         "beat the best constant predictor of the teacher by the required margin. Exact constancy is shown in "
         "the diagnostics below."
     )
@@ -207,8 +244,18 @@ def _verdict_section(cert: dict) -> str:
 
 
 def _per_class_section(cert: dict) -> str:
-    rows = [[r["class"], r["count"], r["teacher_mass"], r["mean_teacher_confidence"], r["witness_agreement"],
-             r["mean_alignment_loss"], r["mean_witness_prob"]] for r in cert["per_class"]]
+    rows = [
+        [
+            r["class"],
+            r["count"],
+            r["teacher_mass"],
+            r["mean_teacher_confidence"],
+            r["witness_agreement"],
+            r["mean_alignment_loss"],
+            r["mean_witness_prob"],
+        ]
+        for r in cert["per_class"]
+    ]
     header = ["class", "count", "teacher mass", "mean confidence", "witness agreement", "mean KL(p‖q)", "mean q(class)"]
     return "<h2>Per teacher class</h2>" + per_class_plot(cert) + _table(header, rows)
 
@@ -233,22 +280,32 @@ def _view_gap_section(cert: dict) -> str:
     view = cert.get("view_gap")
     if view is None:
         return f"<h2>View gap</h2><p>Not computed: {_e(cert.get('view_gap_reason') or 'no second view')}.</p>"
-    rows = [["bound Δ_view on |G′ − G|", view["bound"]], ["margin on the encoder's view G′", view["margin_encoder_view"]],
-            ["Ĝ − Δ_view", view["margin_minus_bound"]], ["mean KL(p ‖ p′)", view["mean_kl"]],
-            ["mean TV(p, p′)", view["mean_tv"]], ["certified under both views", "yes" if view["certified_under_both_views"] else "no"]]
+    rows = [
+        ["bound Δ_view on |G′ − G|", view["bound"]],
+        ["margin on the encoder's view G′", view["margin_encoder_view"]],
+        ["Ĝ − Δ_view", view["margin_minus_bound"]],
+        ["mean KL(p ‖ p′)", view["mean_kl"]],
+        ["mean TV(p, p′)", view["mean_tv"]],
+        ["certified under both views", "yes" if view["certified_under_both_views"] else "no"],
+    ]
     return "<h2>View gap</h2>" + view_gap_plot(cert) + _table(None, rows)
 
 
 def _diagnostics_section(cert: dict) -> str:
     d = cert["diagnostics"]
-    rows = [["exactly constant on the audit set", "yes" if d["exactly_constant"] else "no"],
-            ["max |μ − mean μ|", d["max_abs_deviation_from_mean"]],
-            [f"active units (Var > {d['active_unit_threshold']:g})", f"{d['active_units']} of {d['latent_dim']}"],
-            ["E‖μ‖²", d["mean_sq_norm"]], ["mean KL to N(0, I)", d.get("mean_prior_kl")],
-            ["witness agreement", d["witness_agreement"]], ["mean escape force ‖βS(q − p)‖", d.get("escape_force")]]
+    rows = [
+        ["exactly constant on the audit set", "yes" if d["exactly_constant"] else "no"],
+        ["max |μ − mean μ|", d["max_abs_deviation_from_mean"]],
+        [f"active units (Var > {d['active_unit_threshold']:g})", f"{d['active_units']} of {d['latent_dim']}"],
+        ["E‖μ‖²", d["mean_sq_norm"]],
+        ["mean KL to N(0, I)", d.get("mean_prior_kl")],
+        ["witness agreement", d["witness_agreement"]],
+        ["mean escape force ‖βS(q − p)‖", d.get("escape_force")],
+    ]
     plot = latent_variance_plot(cert) if d.get("latent_variance") else ""
-    return ("<h2>Diagnostics</h2><p>Reported beside the certificate, never folded into it.</p>"
-            + _table(None, rows) + plot)
+    return (
+        "<h2>Diagnostics</h2><p>Reported beside the certificate, never folded into it.</p>" + _table(None, rows) + plot
+    )
 
 
 def _training_section(cert: dict) -> str:
@@ -264,8 +321,11 @@ def _training_section(cert: dict) -> str:
 
 def _provenance_section(cert: dict) -> str:
     rows = [[i["role"], i["path"], i["sha256"]] for i in cert["inputs"]]
-    return ("<h2>Inputs</h2>" + _table(["role", "path", "sha256"], rows)
-            + f"<p>Tool version {_e(cert['tool_version'])}. Command: <code>{_e(' '.join(cert['command']))}</code></p>")
+    return (
+        "<h2>Inputs</h2>"
+        + _table(["role", "path", "sha256"], rows)
+        + f"<p>Tool version {_e(cert['tool_version'])}. Command: <code>{_e(' '.join(cert['command']))}</code></p>"
+    )
 
 
 def render_html(cert: dict) -> str:
@@ -277,7 +337,8 @@ def render_html(cert: dict) -> str:
         "<h2>Margin against teacher information</h2>"
         "<p>The best input-independent predictor of the teacher loses exactly I_T; the witness loses L. "
         "Their difference Ĝ is the certificate: above zero, the latent mean cannot be constant.</p>"
-        + margin_plot(cert) + summary,
+        + margin_plot(cert)
+        + summary,
         _per_class_section(cert),
         _energy_path_section(cert),
         _view_gap_section(cert),
@@ -286,7 +347,7 @@ def render_html(cert: dict) -> str:
         _provenance_section(cert),
     ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         f"<title>VAE audit: {_e(verdict)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>VAE audit certificate</h1>{''.join(sections)}</body></html>\n"

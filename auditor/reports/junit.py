@@ -36,8 +36,12 @@ def _certificate_case(suite: ET.Element, cert: dict, classname: str) -> bool:
     if cert["verdict"] == "certified":
         ET.SubElement(case, "system-out").text = numbers
         return False
-    failure = ET.SubElement(case, "failure", message=f"not certified: LCB {_g(cert['margin_lcb'])} < δ {_g(cert['min_margin'])}",
-                            type="NotCertified")
+    failure = ET.SubElement(
+        case,
+        "failure",
+        message=f"not certified: LCB {_g(cert['margin_lcb'])} < δ {_g(cert['min_margin'])}",
+        type="NotCertified",
+    )
     failure.text = f"{numbers}\n{cert['meaning']}"
     return True
 
@@ -48,24 +52,32 @@ def _view_gap_case(suite: ET.Element, cert: dict, classname: str) -> tuple[bool,
     if view is None:
         ET.SubElement(case, "skipped", message=f"not computed: {cert.get('view_gap_reason') or 'no second view'}")
         return False, True
-    numbers = (f"Ĝ − Δ_view = {_g(view['margin_minus_bound'])} (Δ_view = {_g(view['bound'])}), required δ = {_g(cert['min_margin'])}; "
-               f"G′ = {_g(view['margin_encoder_view'])}, mean KL(p‖p′) = {_g(view['mean_kl'])}, mean TV = {_g(view['mean_tv'])}")
+    numbers = (
+        f"Ĝ − Δ_view = {_g(view['margin_minus_bound'])} (Δ_view = {_g(view['bound'])}), required δ = {_g(cert['min_margin'])}; "
+        f"G′ = {_g(view['margin_encoder_view'])}, mean KL(p‖p′) = {_g(view['mean_kl'])}, mean TV = {_g(view['mean_tv'])}"
+    )
     if view["certified_under_both_views"]:
         ET.SubElement(case, "system-out").text = numbers
         return False, False
-    ET.SubElement(case, "failure", message="not certified under both views: Ĝ − Δ_view ≤ δ", type="ViewGap").text = numbers
+    ET.SubElement(
+        case, "failure", message="not certified under both views: Ĝ − Δ_view ≤ δ", type="ViewGap"
+    ).text = numbers
     return True, False
 
 
 def _constancy_case(suite: ET.Element, cert: dict, classname: str) -> bool:
     case = _case(suite, "constancy", classname)
     d = cert["diagnostics"]
-    numbers = (f"max |μ − mean μ| = {_g(d['max_abs_deviation_from_mean'])}, active units {d['active_units']} of {d['latent_dim']}, "
-               f"E‖μ‖² = {_g(d['mean_sq_norm'])}")
+    numbers = (
+        f"max |μ − mean μ| = {_g(d['max_abs_deviation_from_mean'])}, active units {d['active_units']} of {d['latent_dim']}, "
+        f"E‖μ‖² = {_g(d['mean_sq_norm'])}"
+    )
     if not d["exactly_constant"]:
         ET.SubElement(case, "system-out").text = numbers
         return False
-    ET.SubElement(case, "failure", message="the encoder mean is exactly constant on the audit set", type="Collapsed").text = numbers
+    ET.SubElement(
+        case, "failure", message="the encoder mean is exactly constant on the audit set", type="Collapsed"
+    ).text = numbers
     return True
 
 
@@ -74,8 +86,18 @@ def render_junit(cert: dict) -> str:
     classname = f"{SUITE}.{model.get('path') or model.get('factory') or 'model'}"
     suite = ET.Element("testsuite", name=SUITE)
     properties = ET.SubElement(suite, "properties")
-    for key in ("verdict", "margin", "margin_lcb", "min_margin", "confidence", "teacher_information",
-                "alignment_loss", "num_samples", "num_classes", "tool_version"):
+    for key in (
+        "verdict",
+        "margin",
+        "margin_lcb",
+        "min_margin",
+        "confidence",
+        "teacher_information",
+        "alignment_loss",
+        "num_samples",
+        "num_classes",
+        "tool_version",
+    ):
         ET.SubElement(properties, "property", name=key, value=_g(cert[key]))
     failures = [_certificate_case(suite, cert, classname)]
     view_failed, view_skipped = _view_gap_case(suite, cert, classname)

@@ -19,15 +19,22 @@ def render_markdown(cert: dict) -> str:
     if view is None:
         lines.append(f"Not computed: {cert.get('view_gap_reason') or 'no second view'}.")
     else:
-        lines += ["| quantity | value |", "| --- | --- |",
-                  f"| bound Δ_view on \\|G′ − G\\| | {fmt(view['bound'])} |",
-                  f"| margin on the encoder's view G′ | {fmt(view['margin_encoder_view'])} |",
-                  f"| Ĝ − Δ_view | {fmt(view['margin_minus_bound'])} |",
-                  f"| mean KL(p ‖ p′) | {fmt(view['mean_kl'])} |",
-                  f"| mean TV(p, p′) | {fmt(view['mean_tv'])} |"]
-    lines += ["", "## Per teacher class", "",
-              "| class | count | teacher mass | mean confidence | witness agreement | mean KL(p‖q) | mean q(class) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "| quantity | value |",
+            "| --- | --- |",
+            f"| bound Δ_view on \\|G′ − G\\| | {fmt(view['bound'])} |",
+            f"| margin on the encoder's view G′ | {fmt(view['margin_encoder_view'])} |",
+            f"| Ĝ − Δ_view | {fmt(view['margin_minus_bound'])} |",
+            f"| mean KL(p ‖ p′) | {fmt(view['mean_kl'])} |",
+            f"| mean TV(p, p′) | {fmt(view['mean_tv'])} |",
+        ]
+    lines += [
+        "",
+        "## Per teacher class",
+        "",
+        "| class | count | teacher mass | mean confidence | witness agreement | mean KL(p‖q) | mean q(class) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in cert["per_class"]:
         lines.append(
             f"| {row['class']} | {row['count']} | {fmt(row['teacher_mass'])} | {fmt(row['mean_teacher_confidence'])} | "

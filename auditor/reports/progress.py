@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .rows import fmt
 
@@ -49,8 +49,15 @@ class BatchProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         console = self.console if self.console is not None else Console(stderr=True)
-        self._bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             console=console, transient=True, refresh_per_second=4)
+        self._bar = Progress(
+            TextColumn("auditing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            refresh_per_second=4,
+        )
         self._bar.start()
         self._task = self._bar.add_task("audit", total=self.total)
 
@@ -59,7 +66,7 @@ class BatchProgress:
             self._bar.stop()
             self._bar = None
 
-    def __enter__(self) -> "BatchProgress":
+    def __enter__(self) -> BatchProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -82,15 +89,24 @@ def epoch_progress(total: int, quiet: bool, label: str = "training") -> Iterator
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[stats]}"), console=console,
-                        disable=quiet or not console.is_terminal, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=console,
+        disable=quiet or not console.is_terminal,
+        transient=False,
+    )
     with progress:
         task = progress.add_task(label, total=total, stats="")
 
         def on_epoch(row: dict) -> None:
-            stats = (f"loss {fmt(row['loss'], 2)} recon {fmt(row['recon'], 2)} KL {fmt(row['kl'], 2)} "
-                     f"margin {fmt(row['margin'], 3)}")
+            stats = (
+                f"loss {fmt(row['loss'], 2)} recon {fmt(row['recon'], 2)} KL {fmt(row['kl'], 2)} "
+                f"margin {fmt(row['margin'], 3)}"
+            )
             progress.update(task, completed=row["epoch"], stats=stats)
 
         yield on_epoch

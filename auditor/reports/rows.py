@@ -36,20 +36,27 @@ def summary_rows(cert: dict) -> list[tuple[str, str]]:
     rows += model_diagnostic_rows(d.get("model"))
     view = cert.get("view_gap")
     if view is not None:
-        rows += [("view gap bound Δ_view", fmt(view["bound"])),
-                 ("certified under both views", fmt(view["certified_under_both_views"]))]
+        rows += [
+            ("view gap bound Δ_view", fmt(view["bound"])),
+            ("certified under both views", fmt(view["certified_under_both_views"])),
+        ]
     return rows
 
 
 def model_diagnostic_rows(model: dict | None) -> list[tuple[str, str]]:
-    """Rows for ``diagnostics.model`` (see :mod:`auditor.diagnostics_model`); — where not computed."""
+    """Rows for ``diagnostics.model`` (see :mod:`auditor.audit.diagnostics`); — where not computed."""
     if not model:
         return []
-    value = lambda key, field: fmt(model[key][field]) if model.get(key, {}).get("computed") else "—"
+
+    def value(key: str, field: str) -> str:
+        return fmt(model[key][field]) if model.get(key, {}).get("computed") else "—"
+
     return [
         ("mutual information I_q(x; z) (nats)", value("mutual_information", "value")),
-        ("self-consistency E‖μ(m(z)) − z‖² / E‖x − m(μ(x))‖²",
-         f"{value('self_consistency', 'latent')} / {value('self_consistency', 'data')}"),
+        (
+            "self-consistency E‖μ(m(z)) − z‖² / E‖x − m(μ(x))‖²",
+            f"{value('self_consistency', 'latent')} / {value('self_consistency', 'data')}",
+        ),
         ("IMA contrast of the decoder", value("ima_contrast", "mean")),
         ("log p(x|μ(x)) − log p(x|z~prior) (nats)", value("identifiability", "gap")),
     ]

@@ -15,9 +15,10 @@ import struct
 import threading
 import weakref
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -27,8 +28,15 @@ SUFFIXES = (".safetensors", ".npy", ".npz")
 
 # safetensors dtype codes → numpy dtypes we accept as data.
 _ST_DTYPES = {
-    "U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
-    "F16": np.float16, "F32": np.float32, "F64": np.float64, "BOOL": np.bool_,
+    "U8": np.uint8,
+    "I8": np.int8,
+    "I16": np.int16,
+    "I32": np.int32,
+    "I64": np.int64,
+    "F16": np.float16,
+    "F32": np.float32,
+    "F64": np.float64,
+    "BOOL": np.bool_,
 }
 
 
@@ -75,7 +83,8 @@ class FileRows:
         self.path, self.offset = Path(path), int(offset)
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
-        self._file = open(path, "rb", buffering=0)
+        # Open for the reader's lifetime (every batch reads from it), closed when the reader goes.
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115
         self._lock = threading.Lock()  # only for the seek-and-read fallback
         weakref.finalize(self, self._file.close)
 
@@ -222,8 +231,11 @@ def open_array(path: str | Path, name: str, required: bool = True) -> ArrayReade
     if dtype is None:
         raise AuditInputError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')}")
     shape, (begin, end) = info.get("shape"), info["data_offsets"]
-    if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)
-            and end - begin == math.prod(shape) * np.dtype(dtype).itemsize):
+    if not (
+        isinstance(shape, list)
+        and all(isinstance(n, int) and n >= 0 for n in shape)
+        and end - begin == math.prod(shape) * np.dtype(dtype).itemsize
+    ):
         raise AuditInputError(f"{path}: not a safetensors file (tensor {name!r}: shape and offsets disagree)")
     return FileRows(path, data_start + begin, tuple(shape), dtype)
 
@@ -233,8 +245,9 @@ def _npy_layout(path: Path, name: str) -> tuple[tuple[int, ...], bool, np.dtype,
     try:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran_order, dtype = read_header(handle)
             data_offset = handle.tell()
     except (ValueError, OSError, EOFError, SyntaxError):

@@ -17,7 +17,10 @@ from .atomic import atomic_write_bytes
 
 FORMAT_VERSION = "1"
 KEY_FORMAT, KEY_ARCH, KEY_WITNESS, KEY_TRAINING = (
-    "vae_audit.format", "vae_audit.architecture", "vae_audit.witness", "vae_audit.training",
+    "vae_audit.format",
+    "vae_audit.architecture",
+    "vae_audit.witness",
+    "vae_audit.training",
 )
 
 
@@ -33,7 +36,9 @@ class Checkpoint:
 def _json_field(meta: dict, key: str, path: Path, required: bool = True) -> dict | None:
     if key not in meta:
         if required:
-            raise AuditInputError(f"{path}: safetensors file has no {key!r} metadata (not a vae-audit checkpoint; use --arch or --latents for other models)")
+            raise AuditInputError(
+                f"{path}: safetensors file has no {key!r} metadata (not a vae-audit checkpoint; use --arch or --latents for other models)"
+            )
         return None
     try:
         value = json.loads(meta[key])
@@ -47,7 +52,11 @@ def _json_field(meta: dict, key: str, path: Path, required: bool = True) -> dict
 def witness_metadata(meta: dict, path: Path) -> dict:
     witness = _json_field(meta, KEY_WITNESS, path)
     K, beta, offset = witness.get("num_classes"), witness.get("beta"), witness.get("offset", 0)
-    if not (isinstance(K, int) and not isinstance(K, bool)) or not isinstance(beta, (int, float)) or not isinstance(offset, int):
+    if (
+        not (isinstance(K, int) and not isinstance(K, bool))
+        or not isinstance(beta, (int, float))
+        or not isinstance(offset, int)
+    ):
         raise AuditInputError(f"{path}: {KEY_WITNESS} must give integer num_classes, numeric beta and integer offset")
     return {"num_classes": K, "beta": float(beta), "offset": offset}
 
@@ -57,12 +66,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise AuditInputError(f"{path}: no such model file")
     if path.suffix.lower() != ".safetensors":
-        raise AuditInputError(f"{path}: models are read from .safetensors files only (pickled checkpoints are never loaded)")
+        raise AuditInputError(
+            f"{path}: models are read from .safetensors files only (pickled checkpoints are never loaded)"
+        )
     meta = safetensors_metadata(path)
     if meta.get(KEY_FORMAT) is None:
-        raise AuditInputError(f"{path}: safetensors file has no vae_audit metadata (not a vae-audit checkpoint; use --arch or --latents for other models)")
+        raise AuditInputError(
+            f"{path}: safetensors file has no vae_audit metadata (not a vae-audit checkpoint; use --arch or --latents for other models)"
+        )
     if meta[KEY_FORMAT] != FORMAT_VERSION:
-        raise AuditInputError(f"{path}: unsupported vae_audit.format {meta[KEY_FORMAT]!r} (this tool reads {FORMAT_VERSION!r})")
+        raise AuditInputError(
+            f"{path}: unsupported vae_audit.format {meta[KEY_FORMAT]!r} (this tool reads {FORMAT_VERSION!r})"
+        )
     arch = _json_field(meta, KEY_ARCH, path)
     witness = witness_metadata(meta, path)
     training = _json_field(meta, KEY_TRAINING, path, required=False)
@@ -84,7 +99,9 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: Pa
         )
     for name, tensor in tensors.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise AuditInputError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, the architecture needs {tuple(expected[name].shape)}")
+            raise AuditInputError(
+                f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, the architecture needs {tuple(expected[name].shape)}"
+            )
         if not torch.isfinite(tensor).all():
             raise AuditInputError(f"{path}: tensor {name!r} contains NaN or inf")
     model.load_state_dict(tensors, strict=True)
@@ -121,5 +138,7 @@ def _canonical_header(raw: bytes) -> bytes:
     return raw[:8] + text.ljust(size, b" ") + raw[8 + size :]
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, architecture: dict, witness: dict, training: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, architecture: dict, witness: dict, training: dict | None = None
+) -> None:
     atomic_write_bytes(path, checkpoint_bytes(model, architecture, witness, training))

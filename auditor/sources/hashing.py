@@ -10,10 +10,10 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import AuditInputError
 
@@ -32,7 +32,7 @@ def hashing_skipped():
         _HASHING.reset(token)
 
 
-_BACKGROUND: ContextVar["_BackgroundHasher | None"] = ContextVar("background_hashing", default=None)
+_BACKGROUND: ContextVar[_BackgroundHasher | None] = ContextVar("background_hashing", default=None)
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20):
@@ -109,7 +109,7 @@ class InputRecord:
 
     role: str  # e.g. "data", "teacher-data", "model"
     path: str  # the file path, or "builtin:<name>"
-    sha256: "str | PendingDigest"  # a PendingDigest while it is computed in the background
+    sha256: str | PendingDigest  # a PendingDigest while it is computed in the background
 
 
 def file_record(role: str, path: str | os.PathLike) -> InputRecord:

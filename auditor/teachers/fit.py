@@ -19,20 +19,32 @@ from .pca_gmm import PcaGmmTeacher
 
 def check_teacher_shape(rank: int, num_classes: int, num_samples: int, input_dim: int) -> None:
     """The PCA rank and K that ``num_samples`` samples of ``input_dim`` values can support."""
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= min(num_samples, input_dim):
+    if (
+        isinstance(rank, bool)
+        or not isinstance(rank, (int, np.integer))
+        or not 1 <= rank <= min(num_samples, input_dim)
+    ):
         raise AuditInputError(
             f"PCA rank {rank} is not supported by the data: it must be between 1 and min(N, D) = "
             f"min({num_samples}, {input_dim}) = {min(num_samples, input_dim)}"
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or not 2 <= num_classes <= num_samples:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or not 2 <= num_classes <= num_samples
+    ):
         raise AuditInputError(
             f"K={num_classes} components is more than the data supports: the teacher needs 2 <= K <= N = {num_samples}"
         )
 
 
 def check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
-            or not math.isfinite(temperature) or temperature <= 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float, np.floating))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise AuditInputError(f"teacher temperature must be a finite number > 0, got {temperature!r}")
     return float(temperature)
 
@@ -44,8 +56,9 @@ def fit_pca(x: np.ndarray, rank: int, seed: int = 0):
     return PCA(n_components=rank, random_state=seed).fit(x)
 
 
-def fit_gmm_on_scores(pca, y: np.ndarray, num_classes: int, temperature: float = 1.0, seed: int = 0,
-                      n_init: int = 2) -> tuple[PcaGmmTeacher, bool]:
+def fit_gmm_on_scores(
+    pca, y: np.ndarray, num_classes: int, temperature: float = 1.0, seed: int = 0, n_init: int = 2
+) -> tuple[PcaGmmTeacher, bool]:
     """A diagonal GMM with ``num_classes`` components on PCA scores ``y``; (teacher, converged)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
@@ -74,8 +87,9 @@ def fit_gmm_on_scores(pca, y: np.ndarray, num_classes: int, temperature: float =
     return teacher, bool(gmm.converged_)
 
 
-def fit_pca_gmm(x: np.ndarray, rank: int, num_classes: int, temperature: float = 1.0, seed: int = 0,
-                n_init: int = 2) -> PcaGmmTeacher:
+def fit_pca_gmm(
+    x: np.ndarray, rank: int, num_classes: int, temperature: float = 1.0, seed: int = 0, n_init: int = 2
+) -> PcaGmmTeacher:
     """PCA to ``rank`` dimensions, then a diagonal GMM with ``num_classes`` components.
 
     The returned teacher's posterior at temperature 1 equals GaussianMixture.predict_proba on
@@ -99,6 +113,7 @@ def with_temperature(teacher: PcaGmmTeacher, temperature: float) -> PcaGmmTeache
 @torch.no_grad()
 def teacher_probabilities(teacher: torch.nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """T(·|x_i) for the rows of ``x`` (N×D [0, 1] inputs), an N×K float64 array."""
-    rows = [teacher(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
-            for i in range(0, len(x), batch_size)]
+    rows = [
+        teacher(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(rows).to(torch.float64).numpy()

@@ -27,8 +27,13 @@ class PcaGmmTeacher(nn.Module):
 
     def __init__(self, pca_mean, pca_components, log_weights, means, variances, temperature: float):
         super().__init__()
-        for name, value in (("pca_mean", pca_mean), ("pca_components", pca_components),
-                            ("log_weights", log_weights), ("means", means), ("variances", variances)):
+        for name, value in (
+            ("pca_mean", pca_mean),
+            ("pca_components", pca_components),
+            ("log_weights", log_weights),
+            ("means", means),
+            ("variances", variances),
+        ):
             self.register_buffer(name, torch.as_tensor(value, dtype=torch.float64).clone())
         self.temperature = float(temperature)
 
@@ -53,17 +58,23 @@ class PcaGmmTeacher(nn.Module):
 
     def to_dict(self) -> dict:
         return {
-            "format": TEACHER_FORMAT, "kind": self.kind,
-            "pca_mean": self.pca_mean.clone(), "pca_components": self.pca_components.clone(),
-            "log_weights": self.log_weights.clone(), "means": self.means.clone(),
-            "variances": self.variances.clone(), "temperature": self.temperature,
+            "format": TEACHER_FORMAT,
+            "kind": self.kind,
+            "pca_mean": self.pca_mean.clone(),
+            "pca_components": self.pca_components.clone(),
+            "log_weights": self.log_weights.clone(),
+            "means": self.means.clone(),
+            "variances": self.variances.clone(),
+            "temperature": self.temperature,
         }
 
 
 def teacher_from_dict(obj: dict, where: str = "teacher") -> PcaGmmTeacher:
     """Validate a teacher dict of DESIGN §3 and build the module."""
     if obj.get("format") != TEACHER_FORMAT:
-        raise AuditInputError(f"{where}: not a vae-audit teacher (format {obj.get('format')!r}, expected {TEACHER_FORMAT!r})")
+        raise AuditInputError(
+            f"{where}: not a vae-audit teacher (format {obj.get('format')!r}, expected {TEACHER_FORMAT!r})"
+        )
     if obj.get("kind") != "pca-gmm":
         raise AuditInputError(f"{where}: unknown teacher kind {obj.get('kind')!r} (supported: 'pca-gmm')")
     missing = [k for k in PCA_GMM_KEYS if k not in obj]

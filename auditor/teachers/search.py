@@ -14,18 +14,33 @@ every temperature.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, PROB_FLOOR, check_beta, check_energy_budget, \
-    prior_cost, recommend_beta, teacher_energy, teacher_information
+from ..certificate.design import (
+    DEFAULT_BETA,
+    DEFAULT_ENERGY_BUDGET,
+    PROB_FLOOR,
+    check_beta,
+    check_energy_budget,
+    prior_cost,
+    recommend_beta,
+    teacher_energy,
+    teacher_information,
+)
 from ..errors import AuditInputError
+from .fit import (
+    check_teacher_shape,
+    check_temperature,
+    fit_gmm_on_scores,
+    fit_pca,
+    teacher_probabilities,
+    with_temperature,
+)
 from .pca_gmm import PcaGmmTeacher
-from .fit import check_teacher_shape, check_temperature, fit_gmm_on_scores, fit_pca, \
-    teacher_probabilities, with_temperature
 
 DEFAULT_RANKS = (8, 16, 32)
 DEFAULT_CLASSES = (5, 10, 15)
@@ -63,9 +78,17 @@ def _checked_grid(name: str, values: Sequence, check) -> list:
     return values
 
 
-def score_candidates(x_fit: np.ndarray, x_holdout: np.ndarray, ranks: Sequence[int], classes: Sequence[int],
-                     temperatures: Sequence[float], beta: float = DEFAULT_BETA,
-                     energy_budget: float = DEFAULT_ENERGY_BUDGET, seed: int = 0, n_init: int = 2) -> SearchResult:
+def score_candidates(
+    x_fit: np.ndarray,
+    x_holdout: np.ndarray,
+    ranks: Sequence[int],
+    classes: Sequence[int],
+    temperatures: Sequence[float],
+    beta: float = DEFAULT_BETA,
+    energy_budget: float = DEFAULT_ENERGY_BUDGET,
+    seed: int = 0,
+    n_init: int = 2,
+) -> SearchResult:
     """Fit and score every (rank, K, τ); mark the chosen row (none when nothing fits the budget)."""
     x_fit = np.asarray(x_fit, dtype=np.float64).reshape(len(x_fit), -1)
     x_holdout = np.asarray(x_holdout, dtype=np.float64).reshape(len(x_holdout), -1)
@@ -90,9 +113,19 @@ def score_candidates(x_fit: np.ndarray, x_holdout: np.ndarray, ranks: Sequence[i
                 p = teacher_probabilities(teacher, x_holdout)
                 e_t = teacher_energy(p)
                 energy = prior_cost(e_t, K, beta)
-                rows.append({"rank": rank, "K": K, "temperature": tau, "I_T": teacher_information(p),
-                             "E_T": e_t, "energy": energy, "within_budget": energy <= energy_budget,
-                             "converged": converged, "chosen": False})
+                rows.append(
+                    {
+                        "rank": rank,
+                        "K": K,
+                        "temperature": tau,
+                        "I_T": teacher_information(p),
+                        "E_T": e_t,
+                        "energy": energy,
+                        "within_budget": energy <= energy_budget,
+                        "converged": converged,
+                        "chosen": False,
+                    }
+                )
                 teachers.append(teacher)
     table = pd.DataFrame(rows, columns=COLUMNS)
     fits = table[table["within_budget"]]
@@ -117,10 +150,17 @@ def require_choice(result: SearchResult, beta: float, energy_budget: float) -> P
     )
 
 
-def search_teachers(x_fit: np.ndarray, x_holdout: np.ndarray, ranks: Sequence[int] = DEFAULT_RANKS,
-                    classes: Sequence[int] = DEFAULT_CLASSES, temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-                    beta: float = DEFAULT_BETA, energy_budget: float = DEFAULT_ENERGY_BUDGET, seed: int = 0,
-                    n_init: int = 2) -> tuple[PcaGmmTeacher, pd.DataFrame]:
+def search_teachers(
+    x_fit: np.ndarray,
+    x_holdout: np.ndarray,
+    ranks: Sequence[int] = DEFAULT_RANKS,
+    classes: Sequence[int] = DEFAULT_CLASSES,
+    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    beta: float = DEFAULT_BETA,
+    energy_budget: float = DEFAULT_ENERGY_BUDGET,
+    seed: int = 0,
+    n_init: int = 2,
+) -> tuple[PcaGmmTeacher, pd.DataFrame]:
     """The teacher with the largest held-out I_T whose analytic code's prior cost
     ((K−1)/(2Kβ²))·E_T fits ``energy_budget``, and the table of all candidates.
 
@@ -130,8 +170,16 @@ def search_teachers(x_fit: np.ndarray, x_holdout: np.ndarray, ranks: Sequence[in
     return require_choice(result, beta, energy_budget), result.table
 
 
-def search_record(table: pd.DataFrame, *, beta: float, energy_budget: float, seed: int, n_init: int,
-                  data: dict, teacher_sha256: str | None = None) -> dict:
+def search_record(
+    table: pd.DataFrame,
+    *,
+    beta: float,
+    energy_budget: float,
+    seed: int,
+    n_init: int,
+    data: dict,
+    teacher_sha256: str | None = None,
+) -> dict:
     """The provenance written beside the chosen teacher (``teacher.search.json``)."""
     chosen = table[table["chosen"]]
     return {

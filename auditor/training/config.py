@@ -56,8 +56,12 @@ class TrainConfig:
         """The ``vae_audit.architecture`` JSON of a fresh model for samples of ``input_shape``."""
         if self.arch not in ("mlp", "conv"):
             raise AuditInputError(f"unknown --arch {self.arch!r} (the trainer builds: mlp, conv)")
-        common = {"input_shape": list(input_shape), "latent_dim": self.latent_dim,
-                  "activation": self.activation, "likelihood": self.likelihood}
+        common = {
+            "input_shape": list(input_shape),
+            "latent_dim": self.latent_dim,
+            "activation": self.activation,
+            "likelihood": self.likelihood,
+        }
         if self.arch == "conv":
             return {"name": "conv", "channels": list(self.channels), **common}
         return {"name": "mlp", "hidden": list(self.hidden), **common}
@@ -98,11 +102,15 @@ def resolve_config(cfg: TrainConfig, init: Checkpoint | None) -> TrainConfig:
     method = get_method(method_name)
     if protocol is not None and method.uses_alignment != protocol.alignment:
         need = "uses" if protocol.alignment else "does not use"
-        raise AuditInputError(f"--protocol {protocol.name} needs a method that {need} the witness alignment, not {method_name!r}")
+        raise AuditInputError(
+            f"--protocol {protocol.name} needs a method that {need} the witness alignment, not {method_name!r}"
+        )
     if cfg.align_weight is not None and cfg.align_weight > 0 and not method.uses_alignment:
         aligned = ", ".join(name for name, m in METHODS.items() if m.uses_alignment)
-        raise AuditInputError(f"--method {method_name} does not use the witness alignment, so --align-weight would be "
-                              f"ignored; choose an aligned method ({aligned})")
+        raise AuditInputError(
+            f"--method {method_name} does not use the witness alignment, so --align-weight would be "
+            f"ignored; choose an aligned method ({aligned})"
+        )
     kl_weight = cfg.kl_weight if cfg.kl_weight is not None else (protocol.default_kl_weight if protocol else 1.0)
     align_weight = cfg.align_weight if cfg.align_weight is not None else DEFAULT_ALIGN_WEIGHT
     resolved = replace(cfg, method=method_name, kl_weight=kl_weight, align_weight=align_weight)
@@ -110,7 +118,9 @@ def resolve_config(cfg: TrainConfig, init: Checkpoint | None) -> TrainConfig:
         resolved = _settings_from_checkpoint(resolved, init)
     else:
         resolved = replace(
-            resolved, arch=cfg.arch or "mlp", beta=cfg.beta if cfg.beta is not None else DEFAULT_BETA,
+            resolved,
+            arch=cfg.arch or "mlp",
+            beta=cfg.beta if cfg.beta is not None else DEFAULT_BETA,
             latent_dim=cfg.latent_dim or DEFAULT_LATENT_DIM,
             hidden=tuple(cfg.hidden) if cfg.hidden else (DEFAULT_HIDDEN if (cfg.arch or "mlp") == "mlp" else None),
             channels=tuple(cfg.channels) if cfg.channels else (DEFAULT_CHANNELS if cfg.arch == "conv" else None),
@@ -121,14 +131,29 @@ def resolve_config(cfg: TrainConfig, init: Checkpoint | None) -> TrainConfig:
 
 def _settings_from_checkpoint(cfg: TrainConfig, init: Checkpoint) -> TrainConfig:
     arch, where = init.architecture, f"--init {init.path}"
-    from_ckpt = {"arch": arch.get("name"), "latent_dim": arch.get("latent_dim"), "beta": init.witness["beta"],
-                 "hidden": tuple(arch["hidden"]) if "hidden" in arch else None,
-                 "channels": tuple(arch["channels"]) if "channels" in arch else None}
-    for key, flag in (("arch", "--arch"), ("latent_dim", "--latent-dim"), ("hidden", "--hidden"),
-                      ("channels", "--channels"), ("beta", "--beta")):
+    from_ckpt = {
+        "arch": arch.get("name"),
+        "latent_dim": arch.get("latent_dim"),
+        "beta": init.witness["beta"],
+        "hidden": tuple(arch["hidden"]) if "hidden" in arch else None,
+        "channels": tuple(arch["channels"]) if "channels" in arch else None,
+    }
+    for key, flag in (
+        ("arch", "--arch"),
+        ("latent_dim", "--latent-dim"),
+        ("hidden", "--hidden"),
+        ("channels", "--channels"),
+        ("beta", "--beta"),
+    ):
         asked = getattr(cfg, key)
         if asked is not None and (tuple(asked) if isinstance(asked, (list, tuple)) else asked) != from_ckpt[key]:
-            raise AuditInputError(f"{where} has {key} {from_ckpt[key]!r} but {flag} asks for {asked!r}: "
-                                  "the architecture and witness of a resumed model must match")
-    return replace(cfg, activation=arch.get("activation", cfg.activation),
-                   likelihood=arch.get("likelihood", cfg.likelihood), **from_ckpt)
+            raise AuditInputError(
+                f"{where} has {key} {from_ckpt[key]!r} but {flag} asks for {asked!r}: "
+                "the architecture and witness of a resumed model must match"
+            )
+    return replace(
+        cfg,
+        activation=arch.get("activation", cfg.activation),
+        likelihood=arch.get("likelihood", cfg.likelihood),
+        **from_ckpt,
+    )

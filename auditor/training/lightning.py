@@ -13,7 +13,7 @@ callback logs ``audit/margin``, ``audit/teacher_information``, ``audit/alignment
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 try:
     import lightning.pytorch as pl
@@ -31,14 +31,23 @@ LOGGED = ("margin", "teacher_information", "alignment_loss", "escape_force", "ac
 def outputs_from_step(outputs, batch):
     """(mu, teacher_probs, logvar or None) from the dict that ``training_step`` returned."""
     if not isinstance(outputs, dict) or "mu" not in outputs or "teacher_probs" not in outputs:
-        raise ValueError("CertificateCallback: training_step must return a dict with 'mu' and 'teacher_probs' "
-                         "(and optionally 'logvar'), or pass extract=")
+        raise ValueError(
+            "CertificateCallback: training_step must return a dict with 'mu' and 'teacher_probs' "
+            "(and optionally 'logvar'), or pass extract="
+        )
     return outputs["mu"], outputs["teacher_probs"], outputs.get("logvar")
 
 
 class CertificateCallback(pl.Callback):
-    def __init__(self, num_classes: int, latent_dim: int, beta: float, offset: int = 0,
-                 prefix: str = "audit/", extract: Callable = outputs_from_step):
+    def __init__(
+        self,
+        num_classes: int,
+        latent_dim: int,
+        beta: float,
+        offset: int = 0,
+        prefix: str = "audit/",
+        extract: Callable = outputs_from_step,
+    ):
         super().__init__()
         self.witness = (num_classes, latent_dim, beta, offset)
         self.prefix = prefix

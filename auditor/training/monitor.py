@@ -22,8 +22,9 @@ from ..certificate.witness import WitnessSpec
 
 
 class CertificateMonitor:
-    def __init__(self, num_classes: int, latent_dim: int, beta: float, offset: int = 0,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self, num_classes: int, latent_dim: int, beta: float, offset: int = 0, device: str | torch.device = "cpu"
+    ):
         self.spec = WitnessSpec(num_classes, latent_dim, float(beta), offset)
         self.state = CertificateState(self.spec, with_view=False, device=device)
 

@@ -7,8 +7,8 @@ certificate is restored (LCB at 95 % ≥ 0).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..certificate.numbers import CertificateNumbers
 from ..certificate.verdict import decide
@@ -27,15 +27,21 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {
     "collapse": Protocol(
-        "collapse", "continue a certified model without alignment and with a strong KL weight "
+        "collapse",
+        "continue a certified model without alignment and with a strong KL weight "
         "until the margin reaches the constant regime (Ĝ ≤ 0 on the training data)",
-        alignment=False, default_method="vanilla", default_kl_weight=8.0,
+        alignment=False,
+        default_method="vanilla",
+        default_kl_weight=8.0,
         done=lambda numbers: numbers.margin <= 0.0,
     ),
     "rescue": Protocol(
-        "rescue", "restart from a collapsed model with alignment on until the certificate is "
+        "rescue",
+        "restart from a collapsed model with alignment on until the certificate is "
         "restored (LCB at 95 % ≥ 0 on the training data)",
-        alignment=True, default_method="aligned", default_kl_weight=1.0,
+        alignment=True,
+        default_method="aligned",
+        default_kl_weight=1.0,
         done=lambda numbers: decide(numbers, 0.95, 0.0).certified,
     ),
 }

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -74,11 +74,20 @@ DEFAULT_ROWS: list[Row] = [
 
 # (column, heading) of the per-seed numbers summarised in the table, in table order.
 METRICS = [
-    ("teacher_information", "I_T"), ("alignment_loss", "L"), ("margin", "margin Ĝ"), ("margin_lcb", "LCB"),
-    ("reconstruction", "recon"), ("prior_kl", "KL"), ("mean_sq_norm", "E‖μ‖²"), ("active_units", "active units"),
+    ("teacher_information", "I_T"),
+    ("alignment_loss", "L"),
+    ("margin", "margin Ĝ"),
+    ("margin_lcb", "LCB"),
+    ("reconstruction", "recon"),
+    ("prior_kl", "KL"),
+    ("mean_sq_norm", "E‖μ‖²"),
+    ("active_units", "active units"),
     # Model diagnostics (auditor.diagnostics_model; README "Model diagnostics").
-    ("mutual_information", "MI"), ("self_consistency_latent", "SC z"), ("self_consistency_data", "SC x"),
-    ("ima_contrast", "IMA"), ("identifiability_gap", "ID gap"),
+    ("mutual_information", "MI"),
+    ("self_consistency_latent", "SC z"),
+    ("self_consistency_data", "SC x"),
+    ("ima_contrast", "IMA"),
+    ("identifiability_gap", "ID gap"),
 ]
 
 
@@ -121,21 +130,43 @@ def test_reconstruction(model: torch.nn.Module, x: torch.Tensor, batch_size: int
 
 def certify_run(checkpoint: Path, teacher: Path, data: str, x_test: torch.Tensor) -> dict:
     """The certificate of one checkpoint on the test split, plus its test reconstruction."""
-    result = run_audit(AuditRequest(model=checkpoint, teacher=teacher, data=data, split="test",
-                                    confidence=CONFIDENCE, min_margin=MIN_MARGIN, device="cpu"))
+    result = run_audit(
+        AuditRequest(
+            model=checkpoint,
+            teacher=teacher,
+            data=data,
+            split="test",
+            confidence=CONFIDENCE,
+            min_margin=MIN_MARGIN,
+            device="cpu",
+        )
+    )
     n, diag = result.numbers, result.numbers.diagnostics
     return {
-        "certified": bool(result.verdict.certified), "teacher_information": n.teacher_information,
-        "alignment_loss": n.alignment_loss, "margin": n.margin, "margin_lcb": result.verdict.margin_lcb,
+        "certified": bool(result.verdict.certified),
+        "teacher_information": n.teacher_information,
+        "alignment_loss": n.alignment_loss,
+        "margin": n.margin,
+        "margin_lcb": result.verdict.margin_lcb,
         "reconstruction": test_reconstruction(load_checkpoint(checkpoint).model, x_test),
-        "prior_kl": diag["mean_prior_kl"], "mean_sq_norm": diag["mean_sq_norm"], "active_units": diag["active_units"],
-        "num_test_samples": n.num_samples, **headline_numbers(diag.get("model")),
+        "prior_kl": diag["mean_prior_kl"],
+        "mean_sq_norm": diag["mean_sq_norm"],
+        "active_units": diag["active_units"],
+        "num_test_samples": n.num_samples,
+        **headline_numbers(diag.get("model")),
     }
 
 
-def run_rows(data: str, seeds: Sequence[int], teacher: Path, models_dir: Path, rows: Sequence[Row],
-             epochs: int = DEFAULT_EPOCHS, on_run: Callable[[str], None] | None = None,
-             save_seeds: Sequence[int] | None = None) -> pd.DataFrame:
+def run_rows(
+    data: str,
+    seeds: Sequence[int],
+    teacher: Path,
+    models_dir: Path,
+    rows: Sequence[Row],
+    epochs: int = DEFAULT_EPOCHS,
+    on_run: Callable[[str], None] | None = None,
+    save_seeds: Sequence[int] | None = None,
+) -> pd.DataFrame:
     """Train and certify every (row, seed): one line each. Checkpoints of ``save_seeds`` (default:
     all) go to ``models_dir`` as ``<row>-s<seed>.safetensors``; the others to a temporary folder."""
     inputs = load_training_data(data, "train", teacher)
@@ -155,12 +186,20 @@ def run_rows(data: str, seeds: Sequence[int], teacher: Path, models_dir: Path, r
                 init = paths[row.init_from] if row.init_from else None
                 result = train_and_save(cfg, inputs, out, init)
                 paths[row.name] = out
-                records.append({
-                    "row": row.name, "method": result.config.method, "protocol": row.protocol or "",
-                    "kl_weight": result.config.kl_weight, "seed": seed, "epochs_run": result.epochs_run,
-                    "stopped_by": result.stopped_by, **certify_run(out, teacher, data, x_test),
-                    "checkpoint": str(out) if seed in keep else "", "sha256": sha256_file(out),
-                })
+                records.append(
+                    {
+                        "row": row.name,
+                        "method": result.config.method,
+                        "protocol": row.protocol or "",
+                        "kl_weight": result.config.kl_weight,
+                        "seed": seed,
+                        "epochs_run": result.epochs_run,
+                        "stopped_by": result.stopped_by,
+                        **certify_run(out, teacher, data, x_test),
+                        "checkpoint": str(out) if seed in keep else "",
+                        "sha256": sha256_file(out),
+                    }
+                )
     return pd.DataFrame.from_records(records)
 
 
@@ -169,9 +208,15 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     out = []
     for name, group in runs.groupby("row", sort=False):
         first = group.iloc[0]
-        line = {"row": name, "method": first["method"], "protocol": first["protocol"], "kl_weight": first["kl_weight"],
-                "seeds": len(group), "certified": int(group["certified"].sum()),
-                "epochs_run_mean": float(group["epochs_run"].mean())}
+        line = {
+            "row": name,
+            "method": first["method"],
+            "protocol": first["protocol"],
+            "kl_weight": first["kl_weight"],
+            "seeds": len(group),
+            "certified": int(group["certified"].sum()),
+            "epochs_run_mean": float(group["epochs_run"].mean()),
+        }
         for column, _ in METRICS:
             values = group[column].astype(float)
             line[f"{column}_mean"] = float(values.mean())
@@ -199,9 +244,17 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reproduce(data: str, seeds: Sequence[int], out: Path, teacher: Path, models_out: Path | None = None,
-              epochs: int = DEFAULT_EPOCHS, rows: Sequence[Row] = DEFAULT_ROWS,
-              save_seeds: Sequence[int] | None = None, on_run: Callable[[str], None] | None = None) -> pd.DataFrame:
+def reproduce(
+    data: str,
+    seeds: Sequence[int],
+    out: Path,
+    teacher: Path,
+    models_out: Path | None = None,
+    epochs: int = DEFAULT_EPOCHS,
+    rows: Sequence[Row] = DEFAULT_ROWS,
+    save_seeds: Sequence[int] | None = None,
+    on_run: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
     """Run the table and write ``runs.csv``, ``table.csv`` and ``table.md`` into ``out``.
 
     Checkpoints go to ``models_out`` (only the seeds in ``save_seeds``, default the first seed;
@@ -210,12 +263,15 @@ def reproduce(data: str, seeds: Sequence[int], out: Path, teacher: Path, models_
     if not isinstance(epochs, int) or epochs < 1:
         raise AuditInputError(f"--epochs must be a positive integer, got {epochs}")
     if not Path(teacher).is_file():
-        raise AuditInputError(f"{teacher}: no such teacher file (make one with `audit teacher search --data {data} --out {teacher}`)")
+        raise AuditInputError(
+            f"{teacher}: no such teacher file (make one with `audit teacher search --data {data} --out {teacher}`)"
+        )
     rows = select_rows([r.name for r in rows], rows)
     keep = ([] if models_out is None else list(seeds[:1])) if save_seeds is None else list(save_seeds)
     with tempfile.TemporaryDirectory(prefix="vae-audit-models-") as scratch:
-        runs = run_rows(data, seeds, Path(teacher), Path(models_out) if models_out else Path(scratch), rows,
-                        epochs, on_run, keep)
+        runs = run_rows(
+            data, seeds, Path(teacher), Path(models_out) if models_out else Path(scratch), rows, epochs, on_run, keep
+        )
     summary = summarize(runs)
     out = Path(out)
     atomic_write_text(out / "runs.csv", runs.to_csv(index=False))

@@ -8,9 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -60,31 +60,48 @@ def load_training_data(data: str, split: str | None, teacher_path: Path) -> Trai
     teacher = load_teacher(teacher_path, False, dataset.sample_shape).eval()
     size = math.prod(dataset.sample_shape)
     if teacher.input_dim is not None and teacher.input_dim != size:
-        raise AuditInputError(f"the teacher takes inputs of size {teacher.input_dim} but the data samples have size {size}")
+        raise AuditInputError(
+            f"the teacher takes inputs of size {teacher.input_dim} but the data samples have size {size}"
+        )
     if teacher.num_classes > dataset.num_samples:
-        raise AuditInputError(f"the teacher has K={teacher.num_classes} classes but {data!r} ({dataset.split}) "
-                              f"has only {dataset.num_samples} samples")
+        raise AuditInputError(
+            f"the teacher has K={teacher.num_classes} classes but {data!r} ({dataset.split}) "
+            f"has only {dataset.num_samples} samples"
+        )
     x = torch.from_numpy(dataset.read(0, dataset.num_samples))
     with torch.no_grad():
-        p = torch.cat([teacher(to_unit_float(x[b:e])).to(torch.float64) for b, e in row_ranges(0, len(x), MONITOR_BATCH)])
+        p = torch.cat(
+            [teacher(to_unit_float(x[b:e])).to(torch.float64) for b, e in row_ranges(0, len(x), MONITOR_BATCH)]
+        )
     record = {
-        "data": {"spec": data, "split": dataset.split, "num_samples": dataset.num_samples,
-                 "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs]},
+        "data": {
+            "spec": data,
+            "split": dataset.split,
+            "num_samples": dataset.num_samples,
+            "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs],
+        },
         "teacher": {"path": str(teacher_path), "sha256": sha256_file(teacher_path), "num_classes": teacher.num_classes},
     }
     return TrainingData(data, dataset.split, x, p, teacher_path, teacher.num_classes, record)
 
 
-def train_and_save(cfg: TrainConfig, inputs: TrainingData, out: Path, init_path: Path | None = None,
-                   on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+def train_and_save(
+    cfg: TrainConfig,
+    inputs: TrainingData,
+    out: Path,
+    init_path: Path | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
     """Train on ``inputs`` and write ``out`` (.safetensors) and the per-epoch monitor (.csv) beside it."""
     out = Path(out)
     if out.suffix.lower() != ".safetensors":
         raise AuditInputError(f"--out must name a .safetensors file, got {out}")
     init = load_checkpoint(init_path) if init_path is not None else None
     if init is not None and math.prod(init.architecture["input_shape"]) != math.prod(inputs.x.shape[1:]):
-        raise AuditInputError(f"--init {init_path} takes inputs of shape {init.architecture['input_shape']}, "
-                              f"the data samples have shape {list(inputs.x.shape[1:])}")
+        raise AuditInputError(
+            f"--init {init_path} takes inputs of shape {init.architecture['input_shape']}, "
+            f"the data samples have shape {list(inputs.x.shape[1:])}"
+        )
     result = train_model(cfg, inputs.x, inputs.p, init, on_epoch)
     training = {
         **result.config.provenance(),
@@ -101,8 +118,15 @@ def train_and_save(cfg: TrainConfig, inputs: TrainingData, out: Path, init_path:
     return result
 
 
-def train_to_file(cfg: TrainConfig, data: str, split: str | None, teacher_path: Path, out: Path,
-                  init_path: Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+def train_to_file(
+    cfg: TrainConfig,
+    data: str,
+    split: str | None,
+    teacher_path: Path,
+    out: Path,
+    init_path: Path | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
     """What ``audit train`` runs: check the arguments, read data and teacher, train, write."""
     if Path(out).suffix.lower() != ".safetensors":
         raise AuditInputError(f"--out must name a .safetensors file, got {out}")

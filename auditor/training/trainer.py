@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -46,9 +46,25 @@ from .protocols import get_protocol
 PREFIT_PROB_FLOOR = 1e-4
 MONITOR_BATCH = 1024
 CSV_COLUMNS = (
-    "epoch", "phase", "kl_weight", "align_weight", "loss", "recon", "kl", "align_batch",
-    "margin", "margin_lcb", "certified", "teacher_information", "alignment_loss", "escape_force",
-    "active_units", "mean_sq_norm", "mean_prior_kl", "witness_agreement", "max_abs_deviation_from_mean",
+    "epoch",
+    "phase",
+    "kl_weight",
+    "align_weight",
+    "loss",
+    "recon",
+    "kl",
+    "align_batch",
+    "margin",
+    "margin_lcb",
+    "certified",
+    "teacher_information",
+    "alignment_loss",
+    "escape_force",
+    "active_units",
+    "mean_sq_norm",
+    "mean_prior_kl",
+    "witness_agreement",
+    "max_abs_deviation_from_mean",
 )
 
 
@@ -108,19 +124,34 @@ def prefit_targets(p: torch.Tensor, spec: WitnessSpec) -> torch.Tensor:
     return torch.as_tensor(analytic_code(floored, spec), dtype=torch.float32)
 
 
-def _history_row(epoch: int, phase: str, sums: dict[str, float], count: int, weights: tuple[float, float],
-                 numbers: CertificateNumbers) -> dict:
+def _history_row(
+    epoch: int,
+    phase: str,
+    sums: dict[str, float],
+    count: int,
+    weights: tuple[float, float],
+    numbers: CertificateNumbers,
+) -> dict:
     diag = numbers.diagnostics
     mean = {k: (v / count if count else float("nan")) for k, v in sums.items()}
     return {
-        "epoch": epoch, "phase": phase, "kl_weight": weights[0], "align_weight": weights[1],
-        "loss": mean.get("loss", float("nan")), "recon": mean.get("recon", float("nan")),
-        "kl": mean.get("kl", float("nan")), "align_batch": mean.get("align", float("nan")),
-        "margin": numbers.margin, "margin_lcb": numbers.margin_lcb(0.95),
+        "epoch": epoch,
+        "phase": phase,
+        "kl_weight": weights[0],
+        "align_weight": weights[1],
+        "loss": mean.get("loss", float("nan")),
+        "recon": mean.get("recon", float("nan")),
+        "kl": mean.get("kl", float("nan")),
+        "align_batch": mean.get("align", float("nan")),
+        "margin": numbers.margin,
+        "margin_lcb": numbers.margin_lcb(0.95),
         "certified": decide(numbers, 0.95, 0.0).certified,
-        "teacher_information": numbers.teacher_information, "alignment_loss": numbers.alignment_loss,
-        "escape_force": diag["escape_force"], "active_units": diag["active_units"],
-        "mean_sq_norm": diag["mean_sq_norm"], "mean_prior_kl": diag["mean_prior_kl"],
+        "teacher_information": numbers.teacher_information,
+        "alignment_loss": numbers.alignment_loss,
+        "escape_force": diag["escape_force"],
+        "active_units": diag["active_units"],
+        "mean_sq_norm": diag["mean_sq_norm"],
+        "mean_prior_kl": diag["mean_prior_kl"],
         "witness_agreement": diag["witness_agreement"],
         "max_abs_deviation_from_mean": diag["max_abs_deviation_from_mean"],
     }
@@ -141,13 +172,15 @@ def train_model(
     cfg = resolve_config(cfg, init)
     method, protocol = get_method(cfg.method), get_protocol(cfg.protocol)
     K = int(p.shape[1])
-    if K > len(x):
+    if len(x) < K:
         raise AuditInputError(f"the teacher has K={K} classes but the training data has only {len(x)} samples")
     if init is not None:
         architecture, model = copy.deepcopy(init.architecture), copy.deepcopy(init.model)
         witness = dict(init.witness)
         if witness["num_classes"] != K:
-            raise AuditInputError(f"--init {init.path} has a witness with K={witness['num_classes']}, the teacher gives K={K}")
+            raise AuditInputError(
+                f"--init {init.path} has a witness with K={witness['num_classes']}, the teacher gives K={K}"
+            )
     else:
         architecture = method.architecture(cfg, tuple(x.shape[1:]))
         model = fresh_model(architecture, cfg.seed)
@@ -206,5 +239,3 @@ def train_model(
                     break
     model.eval()
     return TrainResult(model, architecture, witness, cfg, history, epoch, stopped_by)
-
-

@@ -7,8 +7,8 @@ records of 1 label byte + 3072 image bytes. CIFAR-100: ``train.bin`` and ``test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -33,14 +33,17 @@ class _CifarRecordFile:
             )
         count = size // record
         # np.memmap refuses empty files; an empty batch is simply zero records.
-        self._records = (np.memmap(path, dtype=np.uint8, mode="r", shape=(count, record))
-                         if count else np.empty((0, record), np.uint8))
+        self._records = (
+            np.memmap(path, dtype=np.uint8, mode="r", shape=(count, record))
+            if count
+            else np.empty((0, record), np.uint8)
+        )
         self._label_bytes = label_bytes
         self.shape = (count, *CIFAR_SAMPLE_SHAPE)
         self.dtype = np.dtype(np.uint8)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        images = self._records[start:stop, self._label_bytes:]
+        images = self._records[start:stop, self._label_bytes :]
         return np.ascontiguousarray(images).reshape(-1, *CIFAR_SAMPLE_SHAPE)
 
     def labels(self) -> np.ndarray:

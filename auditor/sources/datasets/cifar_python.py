@@ -9,8 +9,8 @@ so a pickle from a stranger cannot run code. Samples (3, 32, 32) uint8.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -27,8 +27,7 @@ def _numpy_array_builders() -> dict[tuple[str, str], object]:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy < 2
         from numpy.core import multiarray, numeric
-    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray,
-                                              ("numpy", "dtype"): np.dtype}
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
         # Protocol 5 pickles (the default from Python 3.14) rebuild arrays from a buffer.
@@ -75,8 +74,18 @@ def _restricted_unpickle(path: Path) -> object:
         raise AuditInputError(
             f"{path}: refused to unpickle {refused}: only numpy arrays, lists and dicts are allowed"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        UnicodeDecodeError,
+    ) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AuditInputError(f"{path}: not a readable CIFAR python batch ({reason})") from None
 
@@ -91,12 +100,14 @@ def _open_cifar_pickle(path: Path, label_key: str) -> Rows:
     if not isinstance(batch, dict):
         raise AuditInputError(f"{path}: not a CIFAR python batch (expected a dict)")
     data = _dict_entry(batch, "data")
-    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-            and data.shape[1] == CIFAR_IMAGE_BYTES):
+    if not (
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and data.shape[1] == CIFAR_IMAGE_BYTES
+    ):
         found = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise AuditInputError(
-            f"{path}: 'data' must be a uint8 array of shape (N, {CIFAR_IMAGE_BYTES}), found {found}"
-        )
+        raise AuditInputError(f"{path}: 'data' must be a uint8 array of shape (N, {CIFAR_IMAGE_BYTES}), found {found}")
     labels = _checked_pickle_labels(_dict_entry(batch, label_key), len(data), path, label_key)
     images = data.reshape(-1, *CIFAR_SAMPLE_SHAPE)
     return Rows(InMemoryArray(images), lambda: labels, [path])

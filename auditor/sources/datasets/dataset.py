@@ -12,7 +12,8 @@ whole to open it. The formats and how a SPEC names one: :mod:`auditor.sources.da
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,9 +34,15 @@ class Dataset:
     this machine's byte order (torch takes no other; a big-endian file is swapped as it is read).
     """
 
-    def __init__(self, spec: str, split: str, rows: ArrayReader,
-                 labels: Callable[[], np.ndarray | None], inputs: Sequence[InputRecord],
-                 limit: int | None = None):
+    def __init__(
+        self,
+        spec: str,
+        split: str,
+        rows: ArrayReader,
+        labels: Callable[[], np.ndarray | None],
+        inputs: Sequence[InputRecord],
+        limit: int | None = None,
+    ):
         count = rows.shape[0] if limit is None else min(limit, rows.shape[0])
         self.spec = spec
         self.split = split
@@ -78,11 +85,10 @@ class Dataset:
         return self._labels.copy()
 
     def __repr__(self) -> str:
-        return (f"Dataset(spec={self.spec!r}, split={self.split!r}, shape={self.shape}, "
-                f"dtype={self.dtype})")
+        return f"Dataset(spec={self.spec!r}, split={self.split!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-def to_unit_float(batch: "torch.Tensor") -> "torch.Tensor":
+def to_unit_float(batch: torch.Tensor) -> torch.Tensor:
     """uint8 → float32 / 255 (exactly [0, 1]); any other dtype → float32, values unchanged.
 
     Pure torch ops on the batch's own device, so uint8 batches cross to the GPU as bytes.

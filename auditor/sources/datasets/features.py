@@ -30,5 +30,7 @@ def dataset_probabilities(teacher: torch.nn.Module, dataset: Dataset, batch_size
         rows.append(teacher(x).to(torch.float64))
     p = torch.cat(rows).numpy()
     if not np.isfinite(p).all():
-        raise AuditInputError(f"the teacher's probabilities on {dataset.spec!r} contain NaN or inf (non-finite inputs?)")
+        raise AuditInputError(
+            f"the teacher's probabilities on {dataset.spec!r} contain NaN or inf (non-finite inputs?)"
+        )
     return p

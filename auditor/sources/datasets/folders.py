@@ -8,8 +8,8 @@ is used.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ...errors import AuditInputError
 from .interface import FolderFormat, Rows
@@ -20,9 +20,14 @@ class FixedFilesLayout(FolderFormat):
     """A folder format with fixed file names for each split (CIFAR, MNIST): the files, and how to
     open one split's files. ``spellings`` lists the names a file may have on disk."""
 
-    def __init__(self, name: str, train: tuple[str, ...], test: tuple[str, ...],
-                 open_split: Callable[[list[Path]], Rows],
-                 spellings: Callable[[str], tuple[str, ...]] = lambda name: (name,)):
+    def __init__(
+        self,
+        name: str,
+        train: tuple[str, ...],
+        test: tuple[str, ...],
+        open_split: Callable[[list[Path]], Rows],
+        spellings: Callable[[str], tuple[str, ...]] = lambda name: (name,),
+    ):
         self.name, self.train, self.test = name, train, test
         self.open_split, self.spellings = open_split, spellings
 
@@ -67,8 +72,7 @@ def recognise_folder(folder: Path, formats: Sequence[FolderFormat]) -> tuple[Pat
         return folder, own[0]
     if len(own) > 1:
         raise AuditInputError(
-            f"{folder}: holds several data sets ({', '.join(l.name for l in own)}); "
-            f"move one to its own folder"
+            f"{folder}: holds several data sets ({', '.join(layout.name for layout in own)}); move one to its own folder"
         )
     found = [(sub, layout) for sub in _subfolders(folder) for layout in formats if layout.recognises(sub)]
     if len(found) == 1:
@@ -91,5 +95,5 @@ def _unrecognised(folder: Path, formats: Sequence[FolderFormat]) -> AuditInputEr
         if problem is not None:
             return AuditInputError(f"{folder}: {problem}")
     return AuditInputError(
-        f"{folder}: no recognisable data set in this folder (expected one of: {', '.join(l.name for l in formats)})"
+        f"{folder}: no recognisable data set in this folder (expected one of: {', '.join(layout.name for layout in formats)})"
     )

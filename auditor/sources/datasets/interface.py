@@ -9,9 +9,9 @@ explicitly. A new format is one class (one module) and one line in the registry.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

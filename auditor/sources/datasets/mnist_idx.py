@@ -85,9 +85,7 @@ def _check_idx_size(path: Path, dims: tuple[int, ...], expected: int, actual: in
             f"the file holds {actual}"
         )
     if actual > expected:
-        raise AuditInputError(
-            f"{path}: IDX file is longer than its header {dims} says; corrupt or not an IDX file"
-        )
+        raise AuditInputError(f"{path}: IDX file is longer than its header {dims} says; corrupt or not an IDX file")
 
 
 def open_idx_split(paths: list[Path]) -> Rows:
@@ -95,8 +93,6 @@ def open_idx_split(paths: list[Path]) -> Rows:
     images = _read_idx(images_path, IDX_IMAGES_MAGIC)
     labels = _read_idx(labels_path, IDX_LABELS_MAGIC)
     if len(labels) != len(images):
-        raise AuditInputError(
-            f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path.name}"
-        )
+        raise AuditInputError(f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path.name}")
     rows = InMemoryArray(images.reshape(len(images), 1, *images.shape[1:]))
     return Rows(rows, lambda: np.asarray(labels, dtype=np.int64), [images_path, labels_path])

@@ -28,19 +28,28 @@ DATASETS: dict[str, str] = {"digits": digits.DESCRIPTION}
 FILE_FORMATS: tuple[FileFormat, ...] = (TensorFile(),)
 
 FOLDER_FORMATS: tuple[FolderFormat, ...] = (
-    FixedFilesLayout("CIFAR-10 binary", tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
-                     ("test_batch.bin",), cifar_binary_opener(label_bytes=1)),
+    FixedFilesLayout(
+        "CIFAR-10 binary",
+        tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+        ("test_batch.bin",),
+        cifar_binary_opener(label_bytes=1),
+    ),
     FixedFilesLayout("CIFAR-100 binary", ("train.bin",), ("test.bin",), cifar_binary_opener(label_bytes=2)),
-    FixedFilesLayout("CIFAR-10 python", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                     ("test_batch",), cifar_pickle_opener("labels")),
+    FixedFilesLayout(
+        "CIFAR-10 python", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), cifar_pickle_opener("labels")
+    ),
     FixedFilesLayout("CIFAR-100 python", ("train",), ("test",), cifar_pickle_opener("fine_labels")),
-    FixedFilesLayout("MNIST IDX", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                     ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), open_idx_split, idx_spellings),
+    FixedFilesLayout(
+        "MNIST IDX",
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        open_idx_split,
+        idx_spellings,
+    ),
 )
 
 
-def open_dataset(spec: str, split: str | None = None, limit: int | None = None,
-                 role: str = "data") -> Dataset:
+def open_dataset(spec: str, split: str | None = None, limit: int | None = None, role: str = "data") -> Dataset:
     """Open data set ``spec`` (see the module docstring) for lazy reading.
 
     ``split`` defaults to ``"all"``; ``limit`` keeps the first ``limit`` samples of the split.
@@ -63,8 +72,7 @@ def _open_path(spec: str, split: str) -> Rows:
     path = Path(spec)
     if not path.exists():
         raise AuditInputError(
-            f"unknown data set {spec!r}: not a built-in ({', '.join(DATASETS)}) "
-            f"and no such file or folder"
+            f"unknown data set {spec!r}: not a built-in ({', '.join(DATASETS)}) and no such file or folder"
         )
     if path.is_dir():
         return open_folder(path, split, FOLDER_FORMATS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,9 +18,11 @@ def concatenate(parts: list[Rows], what: str) -> Rows:
     dtypes = {np.dtype(part.rows.dtype) for part in parts}
     if len(shapes) > 1 or len(dtypes) > 1:
         raise AuditInputError(f"{what}: files disagree on the sample shape or dtype")
-    return Rows(ConcatenatedRows([part.rows for part in parts]),
-                   concatenated_labels([part.labels for part in parts]),
-                   [path for part in parts for path in part.files])
+    return Rows(
+        ConcatenatedRows([part.rows for part in parts]),
+        concatenated_labels([part.labels for part in parts]),
+        [path for part in parts for path in part.files],
+    )
 
 
 def concatenated_labels(readers: list[Callable[[], np.ndarray | None]]) -> Callable[[], np.ndarray | None]:

@@ -7,8 +7,8 @@ and so has no labels). ``.npy`` and ``.safetensors`` files are read row range by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -19,7 +19,12 @@ class VaeAuditCheckpoint(ModelSource):
         path = Path(request.model)
         ckpt = load_checkpoint(path)
         return Encoder(
-            record={"source": "checkpoint", "path": str(path), "architecture": ckpt.architecture, "training": ckpt.training},
+            record={
+                "source": "checkpoint",
+                "path": str(path),
+                "architecture": ckpt.architecture,
+                "training": ckpt.training,
+            },
             inputs=[file_record("model", path)],
             module=ckpt.model,
             input_shape=tuple(ckpt.architecture["input_shape"]),

@@ -49,7 +49,9 @@ def _load_weights_only(path: Path) -> dict:
             "(teachers are read with torch.load(weights_only=True); nothing in the file was run)"
         ) from None
     except Exception as exc:  # corrupt bytes make the weights-only reader raise IndexError, KeyError, struct.error …
-        raise AuditInputError(f"{path}: not a readable torch file (truncated or corrupt: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})") from None
+        raise AuditInputError(
+            f"{path}: not a readable torch file (truncated or corrupt: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})"
+        ) from None
     if not isinstance(obj, dict):
         raise AuditInputError(f"{path}: a teacher file must hold a dict, found {type(obj).__name__}")
     return obj
@@ -71,5 +73,9 @@ class TeacherFile(TeacherSource):
 
     def open(self, request: TeacherRequest, sample_shape: tuple[int, ...] | None) -> Teacher:
         module = load_teacher(request.teacher, request.trust_teacher_code, sample_shape).eval()
-        record = {"kind": module.kind, "path": str(request.teacher), "temperature": getattr(module, "temperature", None)}
+        record = {
+            "kind": module.kind,
+            "path": str(request.teacher),
+            "temperature": getattr(module, "temperature", None),
+        }
         return Teacher(record, [file_record("teacher", request.teacher)], module.num_classes, module=module)

@@ -34,5 +34,9 @@ class Probabilities(TeacherSource):
     def open(self, request: TeacherRequest, sample_shape: tuple[int, ...] | None) -> Teacher:
         probs = open_probabilities(request.teacher_probs, "probs")
         record = {"kind": "probabilities", "path": str(request.teacher_probs)}
-        return Teacher(record, [file_record("teacher-probs", request.teacher_probs)], int(probs.shape[1]),
-                       rows={"probs": first_rows(probs, request.limit)})
+        return Teacher(
+            record,
+            [file_record("teacher-probs", request.teacher_probs)],
+            int(probs.shape[1]),
+            rows={"probs": first_rows(probs, request.limit)},
+        )

@@ -26,7 +26,7 @@ class ProgramTeacher(nn.Module):
         self.num_classes = num_classes
         self.input_dim = input_dim
 
-    def train(self, mode: bool = True) -> "ProgramTeacher":
+    def train(self, mode: bool = True) -> ProgramTeacher:
         # An exported program has no train/eval modes (it refuses .train()); it runs as exported.
         self.training = mode
         return self

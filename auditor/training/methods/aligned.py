@@ -20,5 +20,5 @@ class Prefit(Aligned):
     name = "prefit"
     summary = "regress μ onto the analytic code μ*(p) for --prefit-epochs, then train as aligned"
 
-    def prefit_epochs(self, cfg: "TrainConfig") -> int:
+    def prefit_epochs(self, cfg: TrainConfig) -> int:
         return cfg.prefit_epochs

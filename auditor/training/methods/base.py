@@ -40,7 +40,7 @@ class Step:
     logvar: torch.Tensor
     z: torch.Tensor
     p: torch.Tensor
-    cfg: "TrainConfig"
+    cfg: TrainConfig
     t: float  # epochs since the ELBO phase began
 
 
@@ -51,23 +51,23 @@ class Method:
     summary = "the ELBO, KL weight --kl-weight (default 1)"
     uses_alignment = False
 
-    def kl_weight(self, cfg: "TrainConfig", t: float) -> float:
+    def kl_weight(self, cfg: TrainConfig, t: float) -> float:
         return cfg.kl_weight
 
-    def kl_penalty(self, kl_dim: torch.Tensor, cfg: "TrainConfig") -> torch.Tensor:
+    def kl_penalty(self, kl_dim: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
         return kl_dim.sum()
 
-    def align_weight(self, cfg: "TrainConfig", t: float) -> float:
+    def align_weight(self, cfg: TrainConfig, t: float) -> float:
         return cfg.align_weight if self.uses_alignment else 0.0
 
-    def prefit_epochs(self, cfg: "TrainConfig") -> int:
+    def prefit_epochs(self, cfg: TrainConfig) -> int:
         return 0
 
     def extra_loss(self, step: Step) -> torch.Tensor | None:
         return None
 
-    def architecture(self, cfg: "TrainConfig", input_shape: tuple[int, ...]) -> dict:
+    def architecture(self, cfg: TrainConfig, input_shape: tuple[int, ...]) -> dict:
         return cfg.architecture(input_shape)
 
-    def check(self, cfg: "TrainConfig") -> None:
+    def check(self, cfg: TrainConfig) -> None:
         """Raise AuditInputError for hyper-parameters this method cannot use."""

@@ -32,19 +32,27 @@ class _OwnArchitecture(Method):
 
     arch_name = ""
 
-    def check(self, cfg: "TrainConfig") -> None:
+    def check(self, cfg: TrainConfig) -> None:
         if cfg.arch not in (None, "mlp", self.arch_name):
-            raise AuditInputError(f"--method {self.name} builds its own {self.arch_name!r} architecture "
-                                  f"(an mlp encoder); drop --arch {cfg.arch}")
+            raise AuditInputError(
+                f"--method {self.name} builds its own {self.arch_name!r} architecture "
+                f"(an mlp encoder); drop --arch {cfg.arch}"
+            )
         if cfg.hidden is None:
             raise AuditInputError(f"--method {self.name} needs --hidden sizes for its mlp encoder")
 
-    def fields(self, cfg: "TrainConfig") -> dict:
+    def fields(self, cfg: TrainConfig) -> dict:
         return {}
 
-    def architecture(self, cfg: "TrainConfig", input_shape: tuple[int, ...]) -> dict:
-        return {"name": self.arch_name, "input_shape": list(input_shape), "hidden": list(cfg.hidden),
-                "latent_dim": cfg.latent_dim, "activation": cfg.activation, **self.fields(cfg)}
+    def architecture(self, cfg: TrainConfig, input_shape: tuple[int, ...]) -> dict:
+        return {
+            "name": self.arch_name,
+            "input_shape": list(input_shape),
+            "hidden": list(cfg.hidden),
+            "latent_dim": cfg.latent_dim,
+            "activation": cfg.activation,
+            **self.fields(cfg),
+        }
 
 
 class LIDVAEMethod(_OwnArchitecture):
@@ -52,10 +60,14 @@ class LIDVAEMethod(_OwnArchitecture):
     arch_name = "lidvae"
     summary = "the ELBO with the latent-identifiable decoder g₂∘B∘g₁ (ICNN gradients; Wang et al. 2021)"
 
-    def fields(self, cfg: "TrainConfig") -> dict:
+    def fields(self, cfg: TrainConfig) -> dict:
         # The decoder's hyper-parameters (README) may come through TrainConfig.extra; the
         # architecture builder checks them.
-        return {"likelihood": cfg.likelihood, **LIDVAE_DEFAULTS, **{k: cfg.extra[k] for k in LIDVAE_DEFAULTS if k in cfg.extra}}
+        return {
+            "likelihood": cfg.likelihood,
+            **LIDVAE_DEFAULTS,
+            **{k: cfg.extra[k] for k in LIDVAE_DEFAULTS if k in cfg.extra},
+        }
 
 
 class LIDVAEAligned(LIDVAEMethod):
@@ -69,7 +81,7 @@ class ConstVarMethod(_OwnArchitecture):
     arch_name = "const-var"
     summary = "the ELBO with means-only encoder, one shared learned posterior variance, gaussian decoder (Fyffe 2021)"
 
-    def fields(self, cfg: "TrainConfig") -> dict:
+    def fields(self, cfg: TrainConfig) -> dict:
         return {"likelihood": "gaussian", "posterior_variance": POSTERIOR_VARIANCE}
 
 

@@ -10,8 +10,19 @@ from .elbo import Beta, Cyclical, FreeBits, KLAnneal
 
 METHODS: dict[str, Method] = {
     method.name: method
-    for method in (Method(), Aligned(), Prefit(), Beta(), FreeBits(), KLAnneal(), Cyclical(),
-                   LIDVAEMethod(), LIDVAEAligned(), ConstVarMethod(), ConstVarAligned())
+    for method in (
+        Method(),
+        Aligned(),
+        Prefit(),
+        Beta(),
+        FreeBits(),
+        KLAnneal(),
+        Cyclical(),
+        LIDVAEMethod(),
+        LIDVAEAligned(),
+        ConstVarMethod(),
+        ConstVarAligned(),
+    )
 }
 
 
