@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench reference-reports clean
+.PHONY: install check test demo bench reference-reports clean
 
 install: $(STAMP)
 
@@ -16,8 +16,14 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,dev]"
 	touch $(STAMP)
+
+# Lint, format and types: ruff and mypy as configured in pyproject.toml (CI runs this before the tests).
+check: install
+	$(VENV)/bin/ruff check auditor tests benchmarks examples
+	$(VENV)/bin/ruff format --check auditor tests benchmarks examples
+	$(VENV)/bin/mypy
 
 test: install
 	$(PY) -m pytest
