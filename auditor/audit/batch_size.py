@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
+from ..certificate.state import CertificateState
 from ..errors import AuditInputError
 from . import prefetch, transfer
 from .forward import update_from_batch
@@ -25,7 +27,7 @@ CPU_MIN_BATCH, CPU_MAX_BATCH = 64, 1024
 CUDA_FIRST_PROBE, CUDA_MAX_BATCH = 256, 65536
 
 
-def parse_batch_size(value: int | str) -> int | str:
+def parse_batch_size(value: int | str) -> int | Literal["auto"]:
     """``--batch-size``: a positive integer or ``auto`` (returned as the string)."""
     if isinstance(value, str):
         if value.strip().lower() == "auto":
@@ -47,7 +49,7 @@ def cpu_batch_size(sample_shape: tuple[int, ...]) -> int:
 
 def auto_batch_size(
     plan,
-    state_factory: Callable[[], object],
+    state_factory: Callable[[], CertificateState],
     device: torch.device,
     sample_shape: tuple[int, ...] | None,
     precision: str = "fp32",

@@ -21,6 +21,7 @@ fast and the same inputs give the same numbers. They are never folded into the v
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,20 +146,23 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
     """Every diagnostic the plan's model supports, on its bounded sample; the others say why not."""
     rows = evenly_spaced_rows(plan.num_samples, max_samples)
     generator = torch.Generator().manual_seed(seed)
-    model, result = plan.encoder, {"num_samples": int(len(rows)), "seed": seed}
+    model = plan.encoder
+    result: dict[str, Any] = {"num_samples": int(len(rows)), "seed": seed}
 
     x = None
     if "mu" in plan.sources:  # precomputed latents: no model, possibly log-variances
         mu = _read_rows(plan.sources["mu"], rows).to(torch.float32)
         logvar = _read_rows(plan.sources["logvar"], rows).to(torch.float32) if "logvar" in plan.sources else None
     else:
+        assert model is not None  # no precomputed means: the plan has an encoder to run on x
         x = to_unit_float(_read_rows(plan.sources["x"], rows)).to(device)
         input_shape = plan.input_shape or tuple(x.shape[1:])
         x = x.reshape(len(x), -1)
         with torch.no_grad():
             out = [encode_means(model, x[b:e].reshape(e - b, *input_shape)) for b, e in row_ranges(0, len(x), CHUNK)]
         mu = torch.cat([m for m, _ in out])
-        logvar = torch.cat([lv for _, lv in out]) if all(lv is not None for _, lv in out) else None
+        logvars = [lv for _, lv in out if lv is not None]
+        logvar = torch.cat(logvars) if len(logvars) == len(out) else None
     d = mu.shape[1]
 
     noise = torch.randn(mu.shape, generator=generator, dtype=torch.float64)
@@ -183,6 +187,7 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
         for key in ("self_consistency", "ima_contrast", "identifiability"):
             result[key] = _unavailable(reason)
         return result
+    assert x is not None and model is not None  # reason is None only when the model ran on inputs x
 
     result["self_consistency"] = {
         "computed": True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +37,7 @@ class Ranks:
         return self.world_size > 1
 
 
-def ranks_from_env(env: dict[str, str] | None = None) -> Ranks:
+def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
     """Rank, world size and local rank as torchrun sets them (a single process without them)."""
     env = os.environ if env is None else env
     return Ranks(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))

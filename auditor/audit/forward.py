@@ -58,7 +58,8 @@ class BatchOutputs:
             tensors = [getattr(part, name) for part in parts]
             return None if tensors[0] is None else torch.cat(tensors)
 
-        return cls(cat("mu"), cat("p"), cat("logvar"), cat("p_view"))
+        mu, p = torch.cat([part.mu for part in parts]), torch.cat([part.p for part in parts])
+        return cls(mu, p, cat("logvar"), cat("p_view"))
 
 
 def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str = "fp32") -> BatchOutputs:
@@ -70,13 +71,20 @@ def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str
         if "mu" in batch:
             mu, logvar = batch["mu"], batch.get("logvar")
         else:
+            # Means not given: the plan has inputs and an encoder to run on them.
+            assert x is not None and plan.encoder is not None
             x_enc = x if plan.input_shape is None else x.reshape(x.shape[0], *plan.input_shape)
             mu, logvar = encode_means(plan.encoder, x_enc)
-        p = batch["probs"] if "probs" in batch else plan.teacher(x_teacher)
+        p = batch["probs"] if "probs" in batch else _run_teacher(plan, x_teacher)
         p_view = None
         if plan.with_view:
-            p_view = batch["view_probs"] if "view_probs" in batch else plan.teacher(x)
+            p_view = batch["view_probs"] if "view_probs" in batch else _run_teacher(plan, x)
     return BatchOutputs(mu, p, logvar, p_view)
+
+
+def _run_teacher(plan: PassPlan, x: torch.Tensor | None) -> torch.Tensor:
+    assert plan.teacher is not None  # probabilities not given precomputed: the plan has a teacher to run
+    return plan.teacher(x)
 
 
 def update_from_batch(

@@ -166,6 +166,7 @@ def _check_teacher_input(teacher: nn.Module, sample_shape: tuple[int, ...], what
 def _open_view(req: AuditRequest, teacher: Teacher) -> View:
     if req.teacher_data:
         view = open_dataset(req.teacher_data, req.split, req.limit, role="teacher-data")
+        assert teacher.module is not None  # --teacher-data needs --teacher (checked with the request)
         _check_teacher_input(teacher.module, view.sample_shape, "the --teacher-data samples")
         return View({"x_teacher": view}, list(view.inputs))
     if req.view_probs:

@@ -10,7 +10,7 @@ from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
 from ..errors import AuditInputError
 from ..sources.datasets.registry import DATASETS, open_dataset
-from ..sources.hashing import sha256_file
+from ..sources.hashing import resolve_digest, sha256_file
 from .pipeline import run_audit
 from .request import AuditRequest
 
@@ -31,7 +31,8 @@ def builtin_sha256(path: str) -> str | None:
     if name not in DATASETS:
         return None
     records = [r for r in open_dataset(name, "all").inputs if r.path == path]
-    return records[0].sha256 if records else None
+    # A built-in source is hashed in memory, so this is its digest already (resolve_digest passes it on).
+    return resolve_digest(records[0].sha256) if records else None
 
 
 def input_status(record: dict, root: Path | None) -> str:

@@ -15,6 +15,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import NoReturn
 
 from ..errors import AuditInputError
 from .document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
@@ -41,7 +42,7 @@ def load_certificate(path: str | Path) -> dict:
     return check_certificate(cert, where=str(path))
 
 
-def _refuse_constant(name: str):
+def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not allowed in a certificate (non-finite numbers are written as null)")
 
 
@@ -49,7 +50,7 @@ class _Checker:
     def __init__(self, where: str):
         self.where = where
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str) -> NoReturn:
         raise AuditInputError(f"{self.where}: invalid certificate: {message}")
 
     def get(self, obj: dict, key: str, kind, label: str = "", nullable: bool = False):

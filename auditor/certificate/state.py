@@ -239,6 +239,7 @@ class CertificateState:
             self._add("sum_prior_kl", 0.5 * (mu * mu + logvar.exp() - logvar - 1).sum(dim=0))
 
         if self.with_view:
+            assert p_view is not None  # refused above when missing
             pv = p_view.detach().to(self.device, f64)
             if pv.shape != p.shape:
                 raise AuditInputError(
@@ -328,7 +329,7 @@ class CertificateState:
         self.load_state_dict(merged.state_dict())
 
     def reset(self) -> None:
-        self.__init__(self.spec, self.with_view, self.device)
+        type(self).__init__(self, self.spec, self.with_view, self.device)
 
     # ------------------------------------------------------------------ results
     def compute(self) -> CertificateNumbers:

@@ -7,6 +7,7 @@ typer/click and :class:`AuditInputError` alike — never a traceback.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import typer
 
@@ -14,9 +15,14 @@ from ..errors import AuditInputError
 from . import certify, design, report, reproduce, teacher, train, verify
 from .invocation import recording_invocation
 
+if TYPE_CHECKING:  # typer's vendored click, named for the type checker only
+    from typer._click.exceptions import ClickException
+
 # Recent typer releases vendor their own copy of click, so its exception classes are reached
 # through typer's public ones rather than imported from the click package.
-_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_ERROR = cast(
+    "type[ClickException]", next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+)
 
 app = typer.Typer(
     name="audit",
@@ -33,13 +39,13 @@ def _root() -> None:
     """Certify trained VAEs against exact constant collapse of the encoder mean."""
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print a one-line error and exit with code 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
-def _interrupted() -> None:
+def _interrupted() -> NoReturn:
     print("error: interrupted", file=sys.stderr)
     raise SystemExit(130)
 

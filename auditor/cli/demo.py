@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                 str(report),
             ]
         )
-    except SystemExit as done:  # the verdict's exit code: print what to do next, then exit with it
+    except SystemExit:  # the verdict's exit code: print what to do next, then exit with it
         print(next_steps(report, model, teacher_path))
         raise
 

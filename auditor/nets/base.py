@@ -10,6 +10,7 @@ so that other programs can write checkpoints we read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -28,6 +29,18 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
 }
 LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+# nn.Module types attributes it does not know as tensors or submodules, so a module known to have
+# encode (or decode) is cast to one of these before the call.
+class Encodes(Protocol):
+    def encode(self, x: torch.Tensor) -> Any: ...  # (mu, logvar), or mu alone for models of other frameworks
+
+
+class Decodes(Protocol):
+    likelihood: str  # one of LIKELIHOODS (other models' decoders are checked before use)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
 def arch_field(arch: dict, key: str, kind: type, where: str):

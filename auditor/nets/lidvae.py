@@ -14,6 +14,7 @@ The encoder is the ``mlp`` encoder (tensors ``encoder.{j}.*``). Decoder tensors:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field
 from .mlp import MLPVAE
 
 NEGATIVE_SLOPE = 0.2
-DEFAULTS = {"icnn_hidden": [64, 64], "convexity": 0.1, "singular_values": [0.25, 4.0]}
+DEFAULTS: dict[str, Any] = {"icnn_hidden": [64, 64], "convexity": 0.1, "singular_values": [0.25, 4.0]}
 
 
 def _inverse_softplus(w: torch.Tensor) -> torch.Tensor:

@@ -7,20 +7,26 @@ trainer's reconstruction term and the audit's decoder diagnostics both read the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import AuditInputError
+from .base import Decodes
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-LIKELIHOOD_MEANS = {"bernoulli": torch.sigmoid, "gaussian": lambda out: out}
+LIKELIHOOD_MEANS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "bernoulli": torch.sigmoid,
+    "gaussian": lambda out: out,
+}
 
 
 def reconstruction_nll(model: torch.nn.Module, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Per-sample −log p(x|z) in nats under the model's likelihood (bernoulli, or unit-variance gaussian)."""
-    out = model.decode(z).reshape(x.shape[0], -1)
+    out = cast(Decodes, model).decode(z).reshape(x.shape[0], -1)
     target = x.reshape(x.shape[0], -1)
     likelihood = getattr(model, "likelihood", "bernoulli")
     if likelihood == "bernoulli":
@@ -32,4 +38,5 @@ def reconstruction_nll(model: torch.nn.Module, x: torch.Tensor, z: torch.Tensor)
 
 def decoder_mean(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """E[x | z] under the model's likelihood, flattened to (B, D)."""
-    return LIKELIHOOD_MEANS[model.likelihood](model.decode(z)).reshape(z.shape[0], -1)
+    decoder = cast(Decodes, model)
+    return LIKELIHOOD_MEANS[decoder.likelihood](decoder.decode(z)).reshape(z.shape[0], -1)

@@ -8,8 +8,10 @@ Tensors ``encoder.{j}.*`` and ``decoder.{j}.*``, j = 0, 1, … over the Linear l
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
+from torch import nn
 
 from .base import ACTIVATIONS, LIKELIHOODS, ReferenceVAE, arch_choice, arch_field, linear_stack, run_stack
 
@@ -21,14 +23,15 @@ class MLPVAE(ReferenceVAE):
         super().__init__(input_shape, latent_dim, activation, likelihood)
         D = math.prod(self.input_shape)
         self.encoder = linear_stack([D, *hidden, 2 * latent_dim])
-        self.decoder = linear_stack([latent_dim, *reversed(hidden), D])
+        # A module, not only a ModuleList: lidvae puts its own decoder here (and overrides decode).
+        self.decoder: nn.Module = linear_stack([latent_dim, *reversed(hidden), D])
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = run_stack(self.encoder, x.reshape(x.shape[0], -1), self._act)
         return h[:, : self.latent_dim], h[:, self.latent_dim :]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return run_stack(self.decoder, z, self._act).reshape(z.shape[0], *self.input_shape)
+        return run_stack(cast(nn.ModuleList, self.decoder), z, self._act).reshape(z.shape[0], *self.input_shape)
 
 
 def build_mlp(arch: dict, where: str) -> MLPVAE:

@@ -7,8 +7,12 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from .rows import fmt
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 SHOW_AFTER_S = 1.0  # audits shorter than this never draw a bar
 
@@ -28,8 +32,8 @@ class BatchProgress:
         self.total: int | None = None
         self.done = 0
         self._started_at = time.monotonic()
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
     def begin(self, total: int) -> None:
         self.total, self.done, self._started_at = total, 0, time.monotonic()
@@ -42,6 +46,7 @@ class BatchProgress:
             if time.monotonic() - self._started_at < self.show_after:
                 return
             self._open()
+        assert self._bar is not None and self._task is not None  # opened above, or before
         self._bar.update(self._task, completed=self.done)
 
     def _open(self) -> None:

@@ -18,9 +18,10 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..errors import AuditInputError
 
@@ -48,8 +49,13 @@ class ArrayReader(Protocol):
     may keep as it is. A reader never hands out the same owned array twice.
     """
 
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    # Read-only properties, not plain attributes: readers compute them (InMemoryArray) or fix
+    # them at construction, and a narrower shape type (a 4-tuple of CIFAR records) still fits.
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
 
     def read(self, start: int, stop: int) -> np.ndarray: ...
 
@@ -79,7 +85,7 @@ class FileRows:
     `.npy` arrays and safetensors tensors are both read this way.
     """
 
-    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: DTypeLike):
         self.path, self.offset = Path(path), int(offset)
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
@@ -91,7 +97,7 @@ class FileRows:
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.shape[0] if self.shape else 0)
         rows = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
-        view = memoryview(rows.reshape(-1).view(np.uint8))
+        view = memoryview(rows.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # numpy's stubs: buffer only from 3.12
         position, done = self.offset + start * self._row_bytes, 0
         while done < len(view):
             got = self._read_into(view[done:], position + done)
@@ -195,6 +201,14 @@ def _npz_members(path: Path) -> list[str]:
         raise AuditInputError(f"{path}: not a readable .npz file (truncated or corrupt)") from None
 
 
+@overload
+def open_array(path: str | Path, name: str, required: Literal[True] = True) -> ArrayReader: ...
+
+
+@overload
+def open_array(path: str | Path, name: str, required: bool) -> ArrayReader | None: ...
+
+
 def open_array(path: str | Path, name: str, required: bool = True) -> ArrayReader | None:
     """Open array ``name`` of a file for row-sliced reading.
 
@@ -214,7 +228,8 @@ def open_array(path: str | Path, name: str, required: bool = True) -> ArrayReade
         return FileRows(path, data_offset, shape, dtype)
     if suffix == ".npz":
         if f"{name}.npy" not in _npz_members(path):
-            return _absent(path, name, required)
+            _absent(path, name, required)  # raises when required
+            return None
         try:
             with np.load(path, allow_pickle=False) as archive:
                 array = archive[name]
@@ -225,19 +240,20 @@ def open_array(path: str | Path, name: str, required: bool = True) -> ArrayReade
         return InMemoryArray(_numeric(array, path, name))
     header, data_start = _safetensors_header(path)
     if name not in header:
-        return _absent(path, name, required)
+        _absent(path, name, required)  # raises when required
+        return None
     info = header[name]
-    dtype = _ST_DTYPES.get(info.get("dtype"))
-    if dtype is None:
+    scalar_type = _ST_DTYPES.get(info.get("dtype"))
+    if scalar_type is None:
         raise AuditInputError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')}")
     shape, (begin, end) = info.get("shape"), info["data_offsets"]
     if not (
         isinstance(shape, list)
         and all(isinstance(n, int) and n >= 0 for n in shape)
-        and end - begin == math.prod(shape) * np.dtype(dtype).itemsize
+        and end - begin == math.prod(shape) * np.dtype(scalar_type).itemsize
     ):
         raise AuditInputError(f"{path}: not a safetensors file (tensor {name!r}: shape and offsets disagree)")
-    return FileRows(path, data_start + begin, tuple(shape), dtype)
+    return FileRows(path, data_start + begin, tuple(shape), scalar_type)
 
 
 def _npy_layout(path: Path, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:

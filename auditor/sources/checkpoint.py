@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import torch
 from safetensors.torch import load_file, save
@@ -31,6 +32,14 @@ class Checkpoint:
     witness: dict  # {"num_classes", "beta", "offset"}
     training: dict | None
     path: Path
+
+
+@overload
+def _json_field(meta: dict, key: str, path: Path, required: Literal[True] = True) -> dict: ...
+
+
+@overload
+def _json_field(meta: dict, key: str, path: Path, required: bool) -> dict | None: ...
 
 
 def _json_field(meta: dict, key: str, path: Path, required: bool = True) -> dict | None:

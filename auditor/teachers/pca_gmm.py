@@ -24,6 +24,12 @@ class PcaGmmTeacher(nn.Module):
     """
 
     kind = "pca-gmm"
+    # Registered as buffers in __init__; declared here so that the type checker knows they are tensors.
+    pca_mean: torch.Tensor
+    pca_components: torch.Tensor
+    log_weights: torch.Tensor
+    means: torch.Tensor
+    variances: torch.Tensor
 
     def __init__(self, pca_mean, pca_components, log_weights, means, variances, temperature: float):
         super().__init__()

@@ -14,7 +14,7 @@ every temperature.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,7 +141,8 @@ def require_choice(result: SearchResult, beta: float, energy_budget: float) -> P
     table = result.table
     if table["chosen"].any():
         return result.chosen
-    cheapest = table.loc[table["energy"].idxmin()]
+    # pandas-stubs type idxmin's label as Hashable, which their .loc does not accept.
+    cheapest = table.loc[table["energy"].idxmin()]  # type: ignore[call-overload]
     need = recommend_beta(float(cheapest["E_T"]), int(cheapest["K"]), energy_budget)
     raise AuditInputError(
         f"no candidate fits --energy-budget {energy_budget:g} nats at --beta {beta:g}: the cheapest "
@@ -198,7 +199,7 @@ def search_record(
 
 
 def _json_row(row: pd.Series) -> dict:
-    out = {}
+    out: dict[Hashable, bool | int | float | None] = {}  # keys: the column names
     for key, value in row.items():
         if isinstance(value, (bool, np.bool_)):
             out[key] = bool(value)

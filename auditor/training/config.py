@@ -62,8 +62,11 @@ class TrainConfig:
             "activation": self.activation,
             "likelihood": self.likelihood,
         }
+        # resolve_config gives a conv architecture its channels and an mlp its hidden sizes.
         if self.arch == "conv":
+            assert self.channels is not None
             return {"name": "conv", "channels": list(self.channels), **common}
+        assert self.hidden is not None
         return {"name": "mlp", "hidden": list(self.hidden), **common}
 
     def provenance(self) -> dict:

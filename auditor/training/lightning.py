@@ -19,7 +19,7 @@ try:
     import lightning.pytorch as pl
 except ImportError:  # the pre-2.0 package name
     try:
-        import pytorch_lightning as pl
+        import pytorch_lightning as pl  # type: ignore[no-redef]  # the same API under its old name
     except ImportError as exc:
         raise ImportError("auditor.lightning_callback needs PyTorch Lightning: pip install lightning") from exc
 
@@ -61,8 +61,10 @@ class CertificateCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         mu, teacher_probs, logvar = self.extract(outputs, batch)
+        assert self.monitor is not None  # Lightning starts the epoch (on_train_epoch_start) first
         self.monitor.update(mu, teacher_probs, logvar)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        assert self.monitor is not None  # made in on_train_epoch_start
         self.last = self.monitor.compute()  # already combined across ranks
         pl_module.log_dict({self.prefix + key: float(self.last[key]) for key in LOGGED}, sync_dist=False)

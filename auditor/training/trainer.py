@@ -19,6 +19,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from ..certificate.state import CertificateState
 from ..certificate.verdict import decide
 from ..certificate.witness import WitnessSpec, analytic_code, witness_matrix
 from ..errors import AuditInputError
+from ..nets.base import Encodes
 from ..nets.likelihood import reconstruction_nll
 from ..nets.registry import build_model
 from ..sources.arrays import row_ranges
@@ -170,6 +172,8 @@ def train_model(
     epoch whose monitor meets its condition; otherwise all ``cfg.epochs`` run (after the prefit).
     """
     cfg = resolve_config(cfg, init)
+    # resolve_config fills these (from the defaults or the --init checkpoint's architecture and witness).
+    assert cfg.method is not None and cfg.beta is not None and cfg.latent_dim is not None
     method, protocol = get_method(cfg.method), get_protocol(cfg.protocol)
     K = int(p.shape[1])
     if len(x) < K:
@@ -208,8 +212,9 @@ def train_model(
                 for step, idx in enumerate(torch.randperm(len(x), generator=generator).split(cfg.batch_size)):
                     t = phase_epoch + step / steps_per_epoch
                     xb = to_unit_float(x[idx])
-                    mu, logvar = model.encode(xb)
+                    mu, logvar = cast(Encodes, model).encode(xb)
                     if phase == "prefit":
+                        assert mu_star is not None  # a prefit phase runs only when the method has prefit epochs
                         loss = ((mu - mu_star[idx]) ** 2).sum(dim=1).mean()
                         terms = {"loss": loss}
                     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -26,12 +27,12 @@ def _numpy_array_builders() -> dict[tuple[str, str], object]:
     try:
         from numpy._core import multiarray, numeric
     except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]  # the same modules, numpy 1's name
     allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for package in ("numpy.core", "numpy._core"):
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
         # Protocol 5 pickles (the default from Python 3.14) rebuild arrays from a buffer.
-        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]  # private: not in numpy's stubs
     # Protocol 2 pickles written by Python 3 spell bytes as _codecs.encode(text, "latin1").
     allowed[("_codecs", "encode")] = _latin1_encode
     return allowed
@@ -58,7 +59,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         except KeyError:
             raise _RefusedGlobal(f"{module}.{name}") from None
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid) -> NoReturn:
         raise _RefusedGlobal("a persistent id")
 
 

@@ -12,8 +12,8 @@ from .dataset import Dataset, to_unit_float
 
 def dataset_features(dataset: Dataset) -> np.ndarray:
     """All samples of ``dataset`` as an N×D float64 matrix of the audit pass's [0, 1] inputs."""
-    x = to_unit_float(torch.from_numpy(dataset.read(0, dataset.num_samples)))
-    x = x.reshape(x.shape[0], -1).to(torch.float64).numpy()
+    samples = to_unit_float(torch.from_numpy(dataset.read(0, dataset.num_samples)))
+    x = samples.reshape(samples.shape[0], -1).to(torch.float64).numpy()
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise AuditInputError(f"data set {dataset.spec!r} contains NaN or inf in {bad} samples")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
+
+from ...nets.base import Encodes
 
 
 def encode_means(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """μ (and log σ² when the model gives one) from ``model.encode``, which may return either."""
-    out = model.encode(x)
+    out = cast(Encodes, model).encode(x)
     if isinstance(out, (tuple, list)):
         mu = out[0]
         logvar = out[1] if len(out) > 1 else None

@@ -42,6 +42,7 @@ class Factory(ModelSource):
         return request.arch is not None
 
     def open(self, request: ModelRequest) -> Encoder:
+        assert request.arch is not None  # the registry opens a source only for a request it wanted
         module = import_factory(request.arch)
         inputs, witness = [], None
         if request.model:

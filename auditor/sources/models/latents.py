@@ -18,6 +18,7 @@ class Latents(ModelSource):
         return request.latents is not None
 
     def open(self, request: ModelRequest) -> Encoder:
+        assert request.latents is not None  # the registry opens a source only for a request it wanted
         path = Path(request.latents)
         mu = open_array(path, "mu")
         if len(mu.shape) != 2:

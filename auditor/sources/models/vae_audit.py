@@ -16,6 +16,7 @@ class VaeAuditCheckpoint(ModelSource):
         return request.model is not None and request.arch is None
 
     def open(self, request: ModelRequest) -> Encoder:
+        assert request.model is not None  # the registry opens a source only for a request it wanted
         path = Path(request.model)
         ckpt = load_checkpoint(path)
         return Encoder(

@@ -12,17 +12,18 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ...errors import AuditInputError
 from ...teachers.pca_gmm import PcaGmmTeacher, teacher_from_dict
 from ..atomic import atomic_write_bytes
 from ..hashing import file_record
 from .interface import Teacher, TeacherRequest, TeacherSource
-from .program import load_program
+from .program import ProgramTeacher, load_program
 
 
-def load_teacher(path: str | Path, trust_code: bool = False, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+def load_teacher(
+    path: str | Path, trust_code: bool = False, input_shape: tuple[int, ...] | None = None
+) -> PcaGmmTeacher | ProgramTeacher:
     """Load ``teacher.pt`` (pca-gmm) or, when ``trust_code``, a ``.pt2`` torch.export program."""
     path = Path(path)
     if not path.is_file():
@@ -72,6 +73,7 @@ class TeacherFile(TeacherSource):
         return request.teacher is not None
 
     def open(self, request: TeacherRequest, sample_shape: tuple[int, ...] | None) -> Teacher:
+        assert request.teacher is not None  # the registry opens a source only for a request it wanted
         module = load_teacher(request.teacher, request.trust_teacher_code, sample_shape).eval()
         record = {
             "kind": module.kind,

@@ -32,6 +32,7 @@ class Probabilities(TeacherSource):
         return request.teacher_probs is not None
 
     def open(self, request: TeacherRequest, sample_shape: tuple[int, ...] | None) -> Teacher:
+        assert request.teacher_probs is not None  # the registry opens a source only for a request it wanted
         probs = open_probabilities(request.teacher_probs, "probs")
         record = {"kind": "probabilities", "path": str(request.teacher_probs)}
         return Teacher(

@@ -52,13 +52,17 @@ class Method:
     uses_alignment = False
 
     def kl_weight(self, cfg: TrainConfig, t: float) -> float:
+        assert cfg.kl_weight is not None  # resolve_config fills it
         return cfg.kl_weight
 
     def kl_penalty(self, kl_dim: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
         return kl_dim.sum()
 
     def align_weight(self, cfg: TrainConfig, t: float) -> float:
-        return cfg.align_weight if self.uses_alignment else 0.0
+        if not self.uses_alignment:
+            return 0.0
+        assert cfg.align_weight is not None  # resolve_config fills it
+        return cfg.align_weight
 
     def prefit_epochs(self, cfg: TrainConfig) -> int:
         return 0

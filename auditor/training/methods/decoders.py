@@ -45,6 +45,7 @@ class _OwnArchitecture(Method):
         return {}
 
     def architecture(self, cfg: TrainConfig, input_shape: tuple[int, ...]) -> dict:
+        assert cfg.hidden is not None  # check() refused a config without hidden sizes
         return {
             "name": self.arch_name,
             "input_shape": list(input_shape),

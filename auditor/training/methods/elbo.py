@@ -36,6 +36,7 @@ class KLAnneal(Method):
     summary = "KL weight warmed up linearly from 0 over --anneal-epochs (Bowman et al. 2016)"
 
     def kl_weight(self, cfg: TrainConfig, t: float) -> float:
+        assert cfg.kl_weight is not None  # resolve_config fills it
         return cfg.kl_weight * min(1.0, t / cfg.anneal_epochs)
 
     def check(self, cfg: TrainConfig) -> None:
@@ -50,6 +51,7 @@ class Cyclical(Method):
     def kl_weight(self, cfg: TrainConfig, t: float) -> float:
         period = cfg.epochs / cfg.cycles
         tau = (t % period) / period
+        assert cfg.kl_weight is not None  # resolve_config fills it
         return cfg.kl_weight * min(1.0, tau / cfg.cycle_ratio)
 
     def check(self, cfg: TrainConfig) -> None:
