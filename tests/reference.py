@@ -1,4 +1,4 @@
-"""An independent plain-numpy reading of DESIGN §1, written from the formulas, not from our code.
+"""An independent plain-numpy reading of docs/mathematics.md, written from the formulas, not from our code.
 
 Tests compare the package's numbers with these. Nothing here imports ``auditor``.
 """
@@ -105,7 +105,7 @@ def diagnostics(mu, logvar=None):
 
 
 def pca_gmm_probs(x, t):
-    """Teacher posterior from a teacher.pt dict (numpy arrays), straight from DESIGN §3."""
+    """Teacher posterior from a teacher.pt dict (numpy arrays), straight from docs/formats.md."""
     y = (x.reshape(len(x), -1) - t["pca_mean"]) @ t["pca_components"].T
     logn = -0.5 * (
         np.log(2 * np.pi * t["variances"])[None] + (y[:, None, :] - t["means"][None]) ** 2 / t["variances"][None]

@@ -1,4 +1,4 @@
-"""The certificate's numbers against plain numpy on DESIGN §1, and the identities of §1 as properties."""
+"""The certificate's numbers against plain numpy on docs/mathematics.md, and the identities of §1 as properties."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The design view (DESIGN §1, margin–energy path) against plain numpy, and `audit design`."""
+"""The design view (docs/mathematics.md, margin–energy path) against plain numpy, and `audit design`."""
 
 import math
 

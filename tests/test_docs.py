@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "models" / "README.md",
-                ROOT / "reports" / "digits" / "README.md", ROOT / "benchmarks" / "README.md"])
+PAGES = sorted(
+    [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        ROOT / "models" / "README.md",
+        ROOT / "reports" / "digits" / "README.md",
+        ROOT / "benchmarks" / "README.md",
+    ]
+)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 

@@ -67,7 +67,7 @@ def test_not_certified_page_says_it_is_not_collapse(tmp_path):
 
 
 def test_energy_path_matches_plain_numpy(certified):
-    # E_T = mean ‖ℓ(p_i)‖², and on μ_t = t·μ*(p) the witness predicts ∝ p^t (DESIGN §1).
+    # E_T = mean ‖ℓ(p_i)‖², and on μ_t = t·μ*(p) the witness predicts ∝ p^t (docs/mathematics.md).
     _, cert = certified
     _, p = audit_arrays(120)
     logp = np.log(p)

@@ -1,4 +1,4 @@
-"""`audit teacher fit` / `audit teacher search` against scikit-learn and plain numpy (DESIGN §1, §3)."""
+"""`audit teacher fit` / `audit teacher search` against scikit-learn and plain numpy (docs/mathematics.md, §3)."""
 
 import json
 
@@ -48,7 +48,7 @@ def numpy_dict(path):
 
 
 def plain_information(p):
-    """I_T and E_T (p floored at 1e-12) straight from DESIGN §1, in numpy."""
+    """I_T and E_T (p floored at 1e-12) straight from docs/mathematics.md, in numpy."""
     h = ref.entropy_rows(p)
     i_t = ref.entropy_rows(p.mean(0)[None])[0] - h.mean()
     logp = np.log(np.maximum(p, 1e-12))

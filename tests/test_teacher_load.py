@@ -1,4 +1,4 @@
-"""teacher.pt is read safely (DESIGN §3): weights_only, validated, every defect a one-line AuditInputError."""
+"""teacher.pt is read safely (docs/formats.md): weights_only, validated, every defect a one-line AuditInputError."""
 
 import pickle
 

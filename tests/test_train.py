@@ -242,7 +242,7 @@ def test_alignment_loss_is_the_raw_witness_kl_and_its_gradient_the_escape_direct
     q = ref.softmax(beta * mu @ ref.witness_S(K, d))
     assert float(loss.detach()) == pytest.approx(float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1))), rel=1e-12)
     loss.backward()
-    # DESIGN §1: ∂KL(p_i‖q_i)/∂μ_i = β S (q_i − p_i) (here divided by the batch size of the mean).
+    # docs/mathematics.md: ∂KL(p_i‖q_i)/∂μ_i = β S (q_i − p_i) (here divided by the batch size of the mean).
     assert mu_t.grad.numpy() == pytest.approx(beta * (q - p) @ ref.witness_S(K, d).T / 6, rel=1e-9, abs=1e-12)
 
 

@@ -1,4 +1,4 @@
-"""The mathematics of the certificate (DESIGN §1): the simplex witness, the streaming state and its
+"""The mathematics of the certificate (docs/mathematics.md): the simplex witness, the streaming state and its
 merge, the numbers and the verdict, the margin–energy design path, and the certificate document
 with its checker. Nothing here reads a user's file.
 """

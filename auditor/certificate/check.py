@@ -224,7 +224,7 @@ def _check_view_gap(c: _Checker, cert: dict) -> None:
         c.fail("view_gap.mean_tv must be in [0, 1]")
     minus = c.get(view, "margin_minus_bound", float, "view_gap.margin_minus_bound")
     c.close(minus, cert["margin"] - bound, "view_gap.margin_minus_bound ≠ margin − view_gap.bound")
-    # The bound is a theorem (DESIGN §1): |G′ − G| ≤ Δ_view.
+    # The bound is a theorem (docs/mathematics.md): |G′ − G| ≤ Δ_view.
     if abs(encoder_view - cert["margin"]) > bound + TOLERANCE * max(1.0, bound):
         c.fail("|view_gap.margin_encoder_view − margin| exceeds view_gap.bound, which the view-gap bound rules out")
     both = c.get(view, "certified_under_both_views", bool, "view_gap.certified_under_both_views")

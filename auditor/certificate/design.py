@@ -1,4 +1,4 @@
-"""The pre-training design view (DESIGN §1, "margin–energy path"): what a teacher costs and gives.
+"""The pre-training design view (docs/mathematics.md, "the margin-energy path"): what a teacher costs and gives.
 
 For teacher rows p_i the analytic code μ*(p) = ((K−1)/(Kβ))·S ℓ(p) makes the witness reproduce
 p exactly. Along μ_t = t·μ*(p_i) the margin runs from H(p̄) − log K (t = 0, the uniform

@@ -1,4 +1,4 @@
-"""The numbers of the certificate (DESIGN §1) from the sums a :class:`CertificateState` keeps.
+"""The numbers of the certificate (docs/mathematics.md) from the sums a :class:`CertificateState` keeps.
 
 Ĝ, I_T, L, the delta-method standard error of Ĝ, the diagnostics, the per-class table, the view
 gap and the margin–energy path are all closed-form functions of those sums; this module holds
@@ -17,7 +17,7 @@ from ..errors import AuditInputError
 from .witness import WitnessSpec, analytic_energy
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Var_x E[z_d | x] > 0.01
-# Margin–energy path (DESIGN §1): μ_t = t·μ*(p) at these t; its witness prediction is ∝ p^t.
+# Margin–energy path (docs/mathematics.md): μ_t = t·μ*(p) at these t; its witness prediction is ∝ p^t.
 PATH_TS = tuple(i / 10 for i in range(11))
 assert all(math.isclose(t, j * PATH_TS[1]) for j, t in enumerate(PATH_TS)), (
     "the state's update needs evenly spaced t from 0"

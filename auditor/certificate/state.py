@@ -1,6 +1,6 @@
 """The certificate's streaming state: what one pass accumulates, and how two states merge.
 
-Everything in DESIGN §1 is a function of sums over samples. The state keeps them in float64 —
+Everything in docs/mathematics.md is a function of sums over samples. The state keeps them in float64 —
 O(K² + d) numbers whatever N is — as plain sums, min/max extremes, and centred moments (merged
 with Chan's exact update rather than raw sums of squares, which lose small variances). That one
 contract serves a single pass, a sharded pass, torch.distributed all-reduce and a training
@@ -333,7 +333,7 @@ class CertificateState:
 
     # ------------------------------------------------------------------ results
     def compute(self) -> CertificateNumbers:
-        """The numbers of DESIGN §1 from the state (raises AuditInputError for bad inputs seen)."""
+        """The numbers of docs/mathematics.md from the state (raises AuditInputError for bad inputs seen)."""
         v = {name: value.cpu().numpy().astype(np.float64) for name, value in self.state_dict().items()}
         _raise_for_bad_inputs(v, self.with_view)
         return numbers_from_state(v, self.spec, self.with_view)

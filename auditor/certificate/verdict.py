@@ -23,7 +23,7 @@ class Verdict:
 
 
 def decide(numbers: CertificateNumbers, confidence: float = 0.95, min_margin: float = 0.0) -> Verdict:
-    """Certified iff LCB ≥ δ (DESIGN §1). The view-gap check is reported beside it, not folded in."""
+    """Certified iff LCB ≥ δ (docs/mathematics.md). The view-gap check is reported beside it, not folded in."""
     if not math.isfinite(min_margin):
         raise AuditInputError(f"--min-margin must be a finite number, got {min_margin}")
     lcb = numbers.margin_lcb(confidence)

@@ -1,4 +1,4 @@
-"""The canonical simplex witness (DESIGN §1): a fixed, parameter-free head on the latent mean.
+"""The canonical simplex witness (docs/mathematics.md): a fixed, parameter-free head on the latent mean.
 
 The witness is never trained and never read from a checkpoint's tensors; it is rebuilt from
 (K, d, β, offset) so that a "raw" certificate means exactly this head.
@@ -44,7 +44,7 @@ def simplex_vertices(num_classes: int) -> np.ndarray:
     """V, (K−1)×K: unit-norm columns of a regular simplex centred at 0, V = sqrt(K/(K−1))·Helmert."""
     K = num_classes
     H = np.zeros((K - 1, K), dtype=np.float64)
-    for j in range(1, K):  # 1-based row index as in DESIGN §1
+    for j in range(1, K):  # 1-based row index as in docs/mathematics.md
         norm = math.sqrt(j * (j + 1))
         H[j - 1, :j] = 1.0 / norm
         H[j - 1, j] = -j / norm

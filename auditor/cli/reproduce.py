@@ -1,4 +1,4 @@
-"""``audit reproduce``: the experiment table over seeds on one data set (see :mod:`auditor.reproduce`)."""
+"""``audit reproduce``: the experiment table over seeds on one data set (see :mod:`auditor.training.reproduce`)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from ..teachers.search import (
 )
 
 teacher_app = typer.Typer(
-    help="Fit or search the unsupervised PCA → diagonal-GMM teacher (teacher.pt, DESIGN §3).",
+    help="Fit or search the unsupervised PCA → diagonal-GMM teacher (teacher.pt, docs/formats.md).",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,

@@ -3,7 +3,7 @@ Linear stacks and the :class:`ReferenceVAE` base.
 
 Each model exposes ``encode(x) -> (mu, logvar)`` (``logvar`` may be None for models that do not
 produce per-sample variances) and ``decode(z)``, which returns logits (bernoulli likelihood) or
-means (gaussian likelihood) of the input. Tensor names are part of the file format (DESIGN §3),
+means (gaussian likelihood) of the input. Tensor names are part of the file format (docs/formats.md),
 so that other programs can write checkpoints we read.
 """
 

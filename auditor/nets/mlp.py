@@ -1,4 +1,4 @@
-"""``mlp``: the reference VAE on flattened inputs (DESIGN §3).
+"""``mlp``: the reference VAE on flattened inputs (docs/formats.md).
 
 Linear layers with the activation between them; the encoder's last layer gives [μ, log σ²]
 (2·d outputs), the decoder's the logits (bernoulli) or means (gaussian) of the flattened input.

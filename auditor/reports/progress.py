@@ -18,7 +18,7 @@ SHOW_AFTER_S = 1.0  # audits shorter than this never draw a bar
 
 
 class BatchProgress:
-    """Callable per batch with its row count (the ``progress`` of :func:`auditor.audit.run_audit`).
+    """Callable per batch with its row count (the ``progress`` of :func:`auditor.audit.pipeline.run_audit`).
 
     The bar (rich, transient, on stderr unless another console is given, so that stdout keeps
     only what the command prints there, e.g. ``--json``) is drawn once the audit has run for

@@ -1,4 +1,4 @@
-"""``vae.safetensors``: a model's state dict plus the ``vae_audit.*`` metadata of DESIGN §3."""
+"""``vae.safetensors``: a model's state dict plus the ``vae_audit.*`` metadata of docs/formats.md."""
 
 from __future__ import annotations
 

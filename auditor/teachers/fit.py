@@ -94,7 +94,7 @@ def fit_pca_gmm(
 
     The returned teacher's posterior at temperature 1 equals GaussianMixture.predict_proba on
     the PCA scores (same formula, evaluated in float64); at τ it is the softmax of the same
-    log-joint divided by τ (DESIGN §3).
+    log-joint divided by τ (docs/formats.md).
     """
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     check_teacher_shape(rank, num_classes, *x.shape)

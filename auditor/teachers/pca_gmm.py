@@ -1,5 +1,5 @@
 """The PCA → diagonal-GMM teacher: the module computing T(·|x), and the ``teacher.pt`` dict it is
-saved as (DESIGN §3), validated field by field before a module is built from it.
+saved as (docs/formats.md), validated field by field before a module is built from it.
 
 Reading and writing the file itself is :mod:`auditor.sources.teachers.files`.
 """
@@ -76,7 +76,7 @@ class PcaGmmTeacher(nn.Module):
 
 
 def teacher_from_dict(obj: dict, where: str = "teacher") -> PcaGmmTeacher:
-    """Validate a teacher dict of DESIGN §3 and build the module."""
+    """Validate a teacher dict of docs/formats.md and build the module."""
     if obj.get("format") != TEACHER_FORMAT:
         raise AuditInputError(
             f"{where}: not a vae-audit teacher (format {obj.get('format')!r}, expected {TEACHER_FORMAT!r})"

@@ -2,7 +2,7 @@
 
 Every candidate is fitted on ``x_fit`` and scored on ``x_holdout`` by its teacher information
 I_T (what the certificate can at most certify) and by E_T, which fixes the prior cost of the
-analytic code that reproduces the teacher, ((K−1)/(2Kβ²))·E_T (see :mod:`auditor.design`).
+analytic code that reproduces the teacher, ((K−1)/(2Kβ²))·E_T (see :mod:`auditor.certificate.design`).
 The winner has the largest held-out I_T among the candidates within the energy budget.
 
 The held-out rows come from the *training* split (``holdout_split``: every M-th row), never

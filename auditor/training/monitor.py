@@ -1,6 +1,6 @@
 """The certificate during training: feed each batch, read the numbers once per epoch.
 
-A thin wrapper on :class:`~auditor.certificate.CertificateState` — the same streaming float64
+A thin wrapper on :class:`~auditor.certificate.state.CertificateState` — the same streaming float64
 state, the same formulas as ``audit certify`` — for any PyTorch loop::
 
     monitor = CertificateMonitor(num_classes=10, latent_dim=16, beta=2.0)

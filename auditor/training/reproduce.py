@@ -5,8 +5,8 @@ checkpoint of the same seed. :data:`DEFAULT_ROWS` is the table of the issue (van
 KL weights 1, 2, 4, 8; prefit; the four standard baselines; collapse; rescue). To add rows, pass
 ``rows=[*DEFAULT_ROWS, Row(...)]`` to :func:`reproduce` (or append to ``DEFAULT_ROWS`` at import).
 
-Every checkpoint is written by the trainer (:func:`auditor.train.train_and_save`) and certified on
-the data's held-out **test** split through :func:`auditor.audit.run_audit` — exactly what
+Every checkpoint is written by the trainer (:func:`auditor.training.run.train_and_save`) and certified on
+the data's held-out **test** split through :func:`auditor.audit.pipeline.run_audit` — exactly what
 ``audit certify`` does (confidence 0.95, δ = 0). :func:`reproduce` returns the summary table as
 a pandas DataFrame (one row per table row: mean and standard deviation over seeds, certified
 count) and writes ``runs.csv`` (one line per row and seed), ``table.csv`` and ``table.md``.

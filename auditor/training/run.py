@@ -1,5 +1,5 @@
 """``audit train`` end to end: read the data and the teacher, train, and write the checkpoint
-(``X.safetensors``, DESIGN §3, with the witness and full provenance in ``vae_audit.training``) and
+(``X.safetensors``, docs/formats.md, with the witness and full provenance in ``vae_audit.training``) and
 the per-epoch monitor ``X.csv`` beside it.
 """
 

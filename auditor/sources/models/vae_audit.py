@@ -1,4 +1,4 @@
-"""``--model vae.safetensors``: a checkpoint in vae-audit's own format (DESIGN §3), whose metadata
+"""``--model vae.safetensors``: a checkpoint in vae-audit's own format (docs/formats.md), whose metadata
 fixes the architecture and the witness."""
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def _load_weights_only(path: Path) -> dict:
 
 
 def save_teacher(teacher: PcaGmmTeacher, path) -> None:
-    """Write ``teacher.pt`` (exactly the DESIGN §3 dict) atomically."""
+    """Write ``teacher.pt`` (exactly the dict of docs/formats.md) atomically."""
     buffer = io.BytesIO()
     torch.save(teacher.to_dict(), buffer)
     atomic_write_bytes(path, buffer.getvalue())
