@@ -25,6 +25,7 @@ from ._version import __version__
 PUBLIC_API = {
     "AuditRequest": "auditor.audit.request",
     "run_audit": "auditor.audit.pipeline",
+    "AlignmentLoss": "auditor.training.losses",
     "CertificateMonitor": "auditor.training.monitor",
     "CertificateState": "auditor.certificate.state",
     "WitnessSpec": "auditor.certificate.witness",
