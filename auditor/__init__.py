@@ -32,6 +32,7 @@ PUBLIC_API = {
     "design_table": "auditor.certificate.design",
     "design_summary": "auditor.certificate.design",
     "load_teacher": "auditor.sources.teachers.files",
+    "load_witness": "auditor.sources.witness_file",
     "open_dataset": "auditor.sources.datasets.registry",
 }
 __all__ = ["__version__", *PUBLIC_API]
