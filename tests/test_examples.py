@@ -134,7 +134,7 @@ TRAINING = ("docs/training.md", "## Your own training loop")
 def test_the_readme_example_is_the_documented_plain_loop_and_about_ten_lines():
     (readme,) = python_blocks(*README)
     assert readme == python_blocks(*TRAINING)[0]
-    assert len([line for line in readme.splitlines() if line.strip()]) <= 12
+    assert len([line for line in readme.splitlines() if line.strip()]) <= 16  # one statement a line
 
 
 @pytest.mark.parametrize(
