@@ -123,7 +123,7 @@ def test_a_module_factory_and_a_training_state_file(examples, capsys, tmp_path, 
         assert_same_certificate(cert, root, *model.encode(x))
     cert = certify([*base, "--state-key", "ema"], capsys, tmp_path / "r2")
     assert cert["model"]["state_key"] == "ema"
-    assert_refused(["certify", *base, "--state-key", "nope"], capsys, "no entry --state-key 'nope'")
+    assert_refused(["certify", *base, "--state-key", "nope"], capsys, "has no entry 'nope'")
 
 
 def lightning_checkpoint(source: pathlib.Path, folder: pathlib.Path, **hparams) -> tuple[torch.nn.Module, pathlib.Path]:

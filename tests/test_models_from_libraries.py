@@ -183,6 +183,11 @@ def test_a_pythae_folder_is_certified_with_one_command(pythae_vae, capsys, tmp_p
     )
     assert entry["weights_digest"]["sha256"] == expected
     assert input_hashes(cert)[str(folder / "model.pt")] == ("model", sha256(folder / "model.pt"))
+    for name, fragment in (("Sequential", "is not a pythae model config"), ("TrainerConfig", "pythae has no model")):
+        other = tmp_path / name
+        shutil.copytree(folder, other)
+        (other / "model_config.json").write_text(json.dumps({"name": name}))
+        assert_refused(["certify", "--model", other, *args], capsys, fragment)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import AuditInputError
+from ...errors import AuditInputError, describe
 from ..hashing import InputRecord, file_record
 from .digest import weights_digest
 from .interface import Encoder, FixedWitness, ModelRequest
@@ -77,9 +77,7 @@ def _import_file(spec: str, path: Path) -> ModuleType:
         loader_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise AuditInputError(
-            f"--arch {spec}: importing {path} failed ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
+        raise AuditInputError(f"--arch {spec}: importing {path} failed ({describe(exc)})") from None
     return module
 
 
@@ -91,13 +89,7 @@ def _import_module(spec: str, name: str) -> ModuleType:
     except ImportError as exc:
         raise AuditInputError(f"--arch {spec}: cannot import module {name!r} ({exc})") from None
     except Exception as exc:
-        raise AuditInputError(
-            f"--arch {spec}: importing {name!r} failed ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+        raise AuditInputError(f"--arch {spec}: importing {name!r} failed ({describe(exc)})") from None
 
 
 def _source_file(factory: Any, module: ModuleType) -> Path | None:
@@ -146,7 +138,7 @@ def build_arch(request: ModelRequest) -> ArchModule:
         module = factory(**kwargs)
     except Exception as exc:
         raise AuditInputError(
-            f"--arch {spec}: calling it with {kwargs or 'no arguments'} failed ({type(exc).__name__}: {_first_line(exc)})"
+            f"--arch {spec}: calling it with {kwargs or 'no arguments'} failed ({describe(exc)})"
         ) from None
     if not isinstance(module, nn.Module) or not callable(getattr(module, "encode", None)):
         raise AuditInputError(f"--arch {spec}: the factory must return an nn.Module with an encode(x) method")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...errors import AuditInputError
+from ...errors import AuditInputError, describe
 
 MAX_CONFIG_BYTES = 1 << 24  # 16 MiB: real configs and shard indexes are kilobytes
 
@@ -21,7 +21,7 @@ def read_config(path: Path) -> dict:
     try:
         value = json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise AuditInputError(f"{path}: not a readable JSON file ({str(exc).splitlines()[0][:120]})") from None
+        raise AuditInputError(f"{path}: not a readable JSON file ({describe(exc)})") from None
     if not isinstance(value, dict):
         raise AuditInputError(f"{path}: must hold a JSON object, found {type(value).__name__}")
     return value

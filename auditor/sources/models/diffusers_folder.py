@@ -20,7 +20,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ...errors import AuditInputError
+from ...errors import AuditInputError, describe
 from ..hashing import InputRecord, file_record
 from .config_files import read_config
 from .digest import weights_digest
@@ -88,9 +88,7 @@ def _load(model_class, folder: Path) -> Any:
             str(folder), use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False, output_loading_info=True
         )
     except Exception as exc:  # OSError, ValueError, safetensors' and torch's errors on a bad file
-        raise AuditInputError(
-            f"{folder}: diffusers cannot load it ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]})"
-        ) from None
+        raise AuditInputError(f"{folder}: diffusers cannot load it ({describe(exc)})") from None
     problems = [f"{key}: {', '.join(map(str, info[key][:4]))}" for key in sorted(info) if info.get(key)]
     if problems:
         raise AuditInputError(f"{folder}: the weights do not match config.json ({'; '.join(problems)})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...errors import AuditInputError
+from ...errors import AuditInputError, describe
 from ..checkpoint import load_state_into
 from ..hashing import file_record
 from .config_files import read_config
@@ -54,14 +54,18 @@ def _built_in_encoder(config: dict, config_path: Path) -> nn.Module:
     config_name = str(config["name"])
     model_name = _model_class_name(config_name, config_path)
     config_class, model_class = getattr(models, config_name, None), getattr(models, model_name, None)
-    if not isinstance(config_class, type) or not isinstance(model_class, type):
+    # Only pythae's own model and config classes: the names come from a file.
+    if not (
+        isinstance(config_class, type)
+        and isinstance(model_class, type)
+        and issubclass(config_class, models.BaseAEConfig)
+        and issubclass(model_class, models.BaseAE)
+    ):
         raise AuditInputError(f"{config_path}: pythae has no model {model_name!r}")
     try:
         model = model_class(config_class(**{k: v for k, v in config.items() if k != "name"}))
     except Exception as exc:  # pydantic's ValidationError, TypeError, …
-        raise AuditInputError(
-            f"{config_path}: pythae cannot build {model_name} from it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-        ) from None
+        raise AuditInputError(f"{config_path}: pythae cannot build {model_name} from it ({describe(exc)})") from None
     return model.encoder
 
 
@@ -83,9 +87,7 @@ def _pickled_encoder(folder: Path) -> nn.Module:
         with open(path, "rb") as handle:
             encoder = pickle.load(handle)  # runs code: the user passed --trust-code
     except Exception as exc:
-        raise AuditInputError(
-            f"{path}: cannot be unpickled ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-        ) from None
+        raise AuditInputError(f"{path}: cannot be unpickled ({describe(exc)})") from None
     if not isinstance(encoder, nn.Module):
         raise AuditInputError(f"{path}: holds a {type(encoder).__name__}, not a torch module")
     return encoder

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.serialization
 
-from ...errors import AuditInputError
+from ...errors import AuditInputError, describe
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 STATE_KEYS = ("state_dict", "model_state_dict", "model")  # Lightning; pythae and training scripts; others
@@ -42,10 +42,6 @@ def _stand_in(name: str) -> tuple[type, str]:
     return type(f"InertStandIn[{name}]", (_InertStandIn,), {"original": name}), name
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-
-
 def _load(path: Path) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
@@ -59,15 +55,13 @@ def load_weights_only(path: Path) -> tuple[Any, list[str]]:
     except pickle.UnpicklingError:
         pass  # globals outside the allow-list: retried below with stand-ins
     except Exception as exc:  # corrupt bytes raise IndexError, KeyError, RuntimeError …
-        raise AuditInputError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
+        raise AuditInputError(f"{path}: not a readable PyTorch file ({describe(exc)})") from None
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         with torch.serialization.safe_globals([_stand_in(name) for name in names]):
             return _load(path), names
     except Exception as exc:
-        raise AuditInputError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({_first_line(exc)})"
-        ) from None
+        raise AuditInputError(f"{path}: cannot be read with torch.load(weights_only=True) ({describe(exc)})") from None
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -89,7 +83,7 @@ def state_dict_in(saved: Any, state_key: str | None, path: Path) -> tuple[dict[s
         node = saved
         for part in state_key.split("/"):
             if not isinstance(node, Mapping) or part not in node:
-                raise AuditInputError(f"{path}: no entry --state-key {state_key!r}")
+                raise AuditInputError(f"{path}: has no entry {state_key!r}")
             node = node[part]
         if not _is_state_dict(node):
             raise AuditInputError(f"{path}: entry {state_key!r} is not a dict of tensors")
