@@ -32,6 +32,7 @@ PUBLIC_API = {
     "design_summary": "auditor.certificate.design",
     "load_teacher": "auditor.sources.teachers.files",
     "open_dataset": "auditor.sources.datasets.registry",
+    "DataOptions": "auditor.sources.datasets.options",
 }
 __all__ = ["__version__", *PUBLIC_API]
 

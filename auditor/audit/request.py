@@ -12,6 +12,7 @@ import torch
 
 from ..certificate.numbers import confidence_z
 from ..errors import AuditInputError
+from ..sources.datasets.options import OPTION_NAMES, DataOptions
 from .batch_size import parse_batch_size
 from .forward import precision_dtype
 
@@ -27,6 +28,9 @@ class AuditRequest:
     data: str | None = None
     split: str | None = None
     limit: int | None = None
+    image_size: tuple[int, int] | None = None  # reading --data: every image resized to (height, width)
+    column: str | None = None  # reading --data: the Parquet/Arrow column of samples
+    test_every: int | None = None  # the file split rule's M, for data (and teacher data) without a split
     teacher_data: str | None = None
     view_probs: Path | None = None
     num_classes: int | None = None
@@ -68,8 +72,16 @@ def check_request(req: AuditRequest) -> None:
     if req.limit is not None and req.limit < 1:
         raise AuditInputError(f"--limit must be >= 1, got {req.limit}")
     confidence_z(req.confidence)
+    reading = data_options(req)
+    if req.data is None and reading.given():
+        raise AuditInputError(f"{', '.join(OPTION_NAMES[name] for name in reading.given())} needs --data")
     if not math.isfinite(req.min_margin):
         raise AuditInputError(f"--min-margin must be a finite number, got {req.min_margin}")
+
+
+def data_options(req: AuditRequest) -> DataOptions:
+    """How to read ``--data`` (checked here: a bad value is refused before any file is opened)."""
+    return DataOptions(image_size=req.image_size, column=req.column, test_every=req.test_every)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -13,6 +13,7 @@ from ..sources.atomic import atomic_write_text
 from ..sources.datasets.features import dataset_probabilities
 from ..sources.datasets.registry import open_dataset
 from ..sources.teachers.files import load_teacher
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
 
 def design(
@@ -25,6 +26,9 @@ def design(
     data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
     split: str | None = typer.Option(None, "--split", help="train, test or all (default all)."),
     limit: int | None = typer.Option(None, "--limit", help="Use the first N samples only."),
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     beta: float = typer.Option(..., "--beta", help="Witness scale β > 0."),
     latent_dim: int = typer.Option(..., "--latent-dim", help="Latent dimension d >= K − 1."),
     witness_offset: int = typer.Option(0, "--witness-offset", help="First latent row of the witness."),
@@ -37,7 +41,7 @@ def design(
     from rich.console import Console
     from rich.table import Table
 
-    dataset = open_dataset(data, split, limit, role="data")
+    dataset = open_dataset(data, split, limit, role="data", options=data_options(image_size, column, test_every))
     model = load_teacher(teacher, trust_teacher_code, dataset.sample_shape)
     size = math.prod(dataset.sample_shape)
     if model.input_dim is not None and model.input_dim != size:
