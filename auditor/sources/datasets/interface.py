@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,8 @@ class Rows:
     rows: ArrayReader
     labels: Callable[[], np.ndarray | None]
     files: list[Path]  # each recorded with its sha256
+    # Image folders, each recorded as one input: the sha256 of its manifest (image_folder.manifest_sha256).
+    image_folders: list[Path] = field(default_factory=list)
     split_rule: bool = False  # every row of data without its own split: the registry applies the rule
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import AuditInputError, printable
-from ..hashing import file_record
+from ..hashing import InputRecord, computed_digest, file_record
 from . import digits
 from .cifar_binary import cifar_binary_opener
 from .cifar_python import cifar_pickle_opener
 from .dataset import Dataset, check_limit, checked_split
 from .folders import FixedFilesLayout, recognise_folder
+from .image_folder import ImageFolder, manifest_sha256
 from .interface import FileFormat, FolderFormat, Rows
 from .mnist_idx import idx_spellings, open_idx_split
 from .options import OPTION_NAMES, DataOptions
@@ -49,6 +50,7 @@ FOLDER_FORMATS: tuple[FolderFormat, ...] = (
         open_idx_split,
         idx_spellings,
     ),
+    ImageFolder(),
 )
 
 
@@ -76,6 +78,7 @@ def open_dataset(
     else:
         source = _open_path(spec, split, options)
         inputs = [file_record(role, path) for path in source.files]
+        inputs += [image_folder_record(role, folder) for folder in source.image_folders]
     every = options.test_every or DEFAULT_TEST_EVERY
     rule = rule_text(every) if source.split_rule else None
     if source.split_rule:
@@ -84,6 +87,11 @@ def open_dataset(
     if dataset.num_samples == 0:
         raise AuditInputError(f"data set {spec!r} (split {split}) has no samples")
     return dataset
+
+
+def image_folder_record(role: str, folder: Path) -> InputRecord:
+    """An image folder as one input: the sha256 of its manifest (hashed in the background in an audit)."""
+    return InputRecord(role, str(folder), computed_digest(folder, lambda cancelled: manifest_sha256(folder, cancelled)))
 
 
 def _refuse_options(options: DataOptions, what: str, takes: frozenset[str]) -> None:
