@@ -15,6 +15,8 @@ from pathlib import Path
 from ...errors import AuditInputError, printable
 from ..hashing import InputRecord, computed_digest, file_record
 from . import digits
+from .arrow_file import ArrowTableFile
+from .arrow_parts import IpcPart, ParquetPart
 from .cifar_binary import cifar_binary_opener
 from .cifar_python import cifar_pickle_opener
 from .dataset import Dataset, check_limit, checked_split
@@ -23,13 +25,18 @@ from .image_folder import ImageFolder, manifest_sha256
 from .interface import FileFormat, FolderFormat, Rows
 from .mnist_idx import idx_spellings, open_idx_split
 from .options import OPTION_NAMES, DataOptions
+from .saved_dataset import SavedDataset
 from .split_rule import DEFAULT_TEST_EVERY, apply_split_rule, rule_text
 from .tensor_file import TensorFile
 
 # Built-in data sets: name → description.
 DATASETS: dict[str, str] = {"digits": digits.DESCRIPTION}
 
-FILE_FORMATS: tuple[FileFormat, ...] = (TensorFile(),)
+FILE_FORMATS: tuple[FileFormat, ...] = (
+    TensorFile(),
+    ArrowTableFile("Parquet file", (".parquet",), ParquetPart),
+    ArrowTableFile("Arrow IPC file", (".arrow",), IpcPart),
+)
 
 FOLDER_FORMATS: tuple[FolderFormat, ...] = (
     FixedFilesLayout(
@@ -51,6 +58,7 @@ FOLDER_FORMATS: tuple[FolderFormat, ...] = (
         idx_spellings,
     ),
     ImageFolder(),
+    SavedDataset(),
 )
 
 
