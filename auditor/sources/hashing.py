@@ -53,6 +53,12 @@ def computed_digest(path: str | os.PathLike, compute: Callable[[threading.Event 
     return compute(None)
 
 
+def sha256_now(path: str | os.PathLike) -> str:
+    """The file's sha256 computed at once on this thread, on every rank: for a small file that a
+    check needs before the pass (the background hasher may still be busy with the data set)."""
+    return file_sha256(path)
+
+
 def file_sha256(path, chunk_size: int = 1 << 20, cancelled: threading.Event | None = None) -> str:
     """The file's sha256 (hex), read now in chunks; "" when ``cancelled`` is set meanwhile."""
     digest = hashlib.sha256()
