@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import AuditInputError
+from . import paths
 from .document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
 from .numbers import confidence_z
 
@@ -263,6 +264,8 @@ def _check_provenance(c: _Checker, cert: dict) -> None:
         c.get(record, "path", str, f"inputs[{i}].path")
         if not _SHA256.fullmatch(c.get(record, "sha256", str, f"inputs[{i}].sha256")):
             c.fail(f"inputs[{i}].sha256 is not a lowercase hex sha256 digest")
+    if paths.KEY in cert:
+        c.get(cert, paths.KEY, str)
     c.get(cert, "tool_version", str)
     command = c.get(cert, "command", list)
     if not all(isinstance(part, str) for part in command):

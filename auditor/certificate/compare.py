@@ -5,7 +5,7 @@ from __future__ import annotations
 RELATIVE_TOLERANCE = 1e-9
 ABSOLUTE_FLOOR = 1e-12  # numbers that are 0 up to float64 rounding compare equal
 # Not numbers of the audit: how it was asked for, and where the files were.
-_NOT_COMPARED = ("request", "command", "tool_version", "inputs")
+_NOT_COMPARED = ("request", "command", "tool_version", "inputs", "paths_relative_to")
 
 
 def number_differences(stored, fresh, where: str = "") -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from ..certificate.check import load_certificate
+from ..certificate.paths import input_base, rebased
 from ..errors import AuditInputError
 from ..reports.writer import RENDERERS, write_reports
 
@@ -27,8 +28,11 @@ def report(
     if unknown or not fmt_list:
         raise AuditInputError(f"--format must list some of {', '.join(RENDERERS)} (got {formats!r})")
     cert = load_certificate(certificate)
+    base = input_base(cert, certificate)
     out_dir = out if out is not None else certificate.parent
-    for path in write_reports(cert, out_dir, fmt_list, with_json=False):
+    if out is not None:  # the files written there reach the same inputs
+        cert = rebased(cert, certificate, out_dir)
+    for path in write_reports(cert, out_dir, fmt_list, with_json=False, inputs_base=base):
         print(f"wrote {path}")
     return 0
 

@@ -8,6 +8,7 @@ certificate itself is invalid (see :mod:`auditor.certificate.check`) or cannot b
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -15,6 +16,24 @@ import typer
 from ..audit.verify import input_status, recompute_differences
 from ..certificate.check import load_certificate
 from ..certificate.compare import RELATIVE_TOLERANCE
+from ..certificate.paths import KEY, input_base
+from ..reports.escape import terminal_text
+
+
+def _base_origin(cert: dict, root: Path | None) -> str:
+    if root is not None:
+        return "--root"
+    if KEY in cert:
+        return f"the certificate's {KEY} {cert[KEY]!r}, from its folder"
+    return f"the current folder: the certificate records no {KEY}"
+
+
+def _counted(statuses: list[str]) -> str:
+    what = f"{len(statuses)} input{'s' * (len(statuses) != 1)}"
+    counts = Counter(statuses)
+    if set(counts) == {"ok"}:
+        return f"all {what} match their sha256"
+    return f"of {what}: " + ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def verify(
@@ -23,7 +42,10 @@ def verify(
         False, "--recompute", help="Also re-run the recorded audit and compare every number (1e-9 relative)."
     ),
     root: Path | None = typer.Option(
-        None, "--root", help="Resolve the certificate's relative paths against this folder (default: the current one)."
+        None,
+        "--root",
+        help="Resolve the certificate's relative paths against this folder "
+        "(default: the folder its paths_relative_to names, else the current one).",
     ),
     trust_code: bool = typer.Option(
         False, "--trust-code", help="With --recompute: allow re-running an --arch factory or a .pt2 teacher."
@@ -31,21 +53,23 @@ def verify(
 ) -> int:
     """Check that the files a certificate names are unchanged (exit 0), or not (exit 1)."""
     cert = load_certificate(certificate)
-    statuses = [(record, input_status(record, root)) for record in cert["inputs"]]
-    for record, status in statuses:
-        print(f"{status:8} {record['role']:14} {record['path']}")
-    bad = sum(status != "ok" for _, status in statuses)
-    if bad:
-        print(f"{bad} of {len(statuses)} inputs differ from the certificate or are missing")
+    base = input_base(cert, certificate, root)
+    print(f"relative paths start from {terminal_text(str(base))} ({_base_origin(cert, root)})")
+    statuses = [input_status(record, base) for record in cert["inputs"]]
+    for record, status in zip(cert["inputs"], statuses):
+        print(f"{status:8} {terminal_text(record['role']):14} {terminal_text(record['path'])}")
+    summary = _counted(statuses)
+    if any(status != "ok" for status in statuses):
+        print(f"{summary}: the files differ from the certificate or are not where it says")
         return 1
-    print(f"all {len(statuses)} inputs match their sha256")
+    print(summary)
     if not recompute:
         return 0
-    differences = recompute_differences(cert, root, trust_code)
+    differences = recompute_differences(cert, base, trust_code)
     if differences:
         print(f"recomputed audit differs in {len(differences)} numbers:")
         for line in differences[:40]:
-            print(f"  {line}")
+            print(f"  {terminal_text(line)}")
         return 1
     print(f"recomputed audit: verdict and every number match (relative tolerance {RELATIVE_TOLERANCE:g})")
     return 0
