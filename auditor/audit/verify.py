@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+from ..certificate.attestation import Subject, is_subject_role
 from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
 from ..errors import AuditInputError
@@ -46,6 +47,15 @@ def input_status(record: dict, root: Path | None) -> str:
     if actual is None:
         return "missing"
     return "ok" if actual == record["sha256"] else "differs"
+
+
+def subject_statuses(subjects: list[Subject], cert: dict, statuses: list[str]) -> list[str]:
+    """The status of each Statement subject: that of the certified model file it names by sha256
+    (:func:`auditor.certificate.attestation.check_statement` has made sure there is one)."""
+    by_digest = {
+        record["sha256"]: status for record, status in zip(cert["inputs"], statuses) if is_subject_role(record["role"])
+    }
+    return [by_digest[subject.sha256] for subject in subjects]
 
 
 def recorded_request(cert: dict, root: Path | None, trust_code: bool):

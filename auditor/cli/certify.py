@@ -70,7 +70,9 @@ def certify(
         help="Decoder/posterior diagnostics on a 512-sample subset (default on; never part of the verdict).",
     ),
     out: Path | None = typer.Option(None, "--out", help="Report folder (default reports/<model stem>/)."),
-    formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md, html, junit."),
+    formats: str = typer.Option(
+        "json,md", "--format", help="Comma-separated: json (always written), md, html, junit, intoto."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No summary on the terminal (errors still go to stderr)."),
     json_out: bool = typer.Option(
         False, "--json", help="Print the certificate JSON on stdout, nothing else there (the summary goes to stderr)."

@@ -4,6 +4,8 @@ Exit 0 when every input named in the certificate still has its recorded sha256 (
 ``--recompute``, re-running the recorded audit gives every number again to 1e-9 relative);
 exit 1 when any input differs or is missing, or a recomputed number differs; exit 2 when the
 certificate itself is invalid (see :mod:`auditor.certificate.check`) or cannot be re-run.
+The file may also be the certificate's in-toto Statement (``certificate.intoto.json``): its
+subjects are then checked too (:mod:`auditor.certificate.attestation`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import typer
 
-from ..audit.verify import input_status, recompute_differences
-from ..certificate.check import load_certificate
+from ..audit.verify import input_status, recompute_differences, subject_statuses
+from ..certificate.attestation import load_attested
 from ..certificate.compare import RELATIVE_TOLERANCE
 from ..certificate.paths import KEY, input_base
 from ..reports.escape import terminal_text
@@ -28,8 +30,10 @@ def _base_origin(cert: dict, root: Path | None) -> str:
     return f"the current folder: the certificate records no {KEY}"
 
 
-def _counted(statuses: list[str]) -> str:
-    what = f"{len(statuses)} input{'s' * (len(statuses) != 1)}"
+def _counted(statuses: list[str], inputs: int, subjects: int) -> str:
+    what = f"{inputs} input{'s' * (inputs != 1)}" + (
+        f" and {subjects} subject{'s' * (subjects != 1)}" if subjects else ""
+    )
     counts = Counter(statuses)
     if set(counts) == {"ok"}:
         return f"all {what} match their sha256"
@@ -37,7 +41,9 @@ def _counted(statuses: list[str]) -> str:
 
 
 def verify(
-    certificate: Path = typer.Argument(..., help="certificate.json written by audit certify."),
+    certificate: Path = typer.Argument(
+        ..., help="certificate.json written by audit certify, or its in-toto Statement (certificate.intoto.json)."
+    ),
     recompute: bool = typer.Option(
         False, "--recompute", help="Also re-run the recorded audit and compare every number (1e-9 relative)."
     ),
@@ -52,14 +58,18 @@ def verify(
     ),
 ) -> int:
     """Check that the files a certificate names are unchanged (exit 0), or not (exit 1)."""
-    cert = load_certificate(certificate)
+    cert, subjects = load_attested(certificate)
     base = input_base(cert, certificate, root)
     print(f"relative paths start from {terminal_text(str(base))} ({_base_origin(cert, root)})")
     statuses = [input_status(record, base) for record in cert["inputs"]]
-    for record, status in zip(cert["inputs"], statuses):
-        print(f"{status:8} {terminal_text(record['role']):14} {terminal_text(record['path'])}")
-    summary = _counted(statuses)
-    if any(status != "ok" for status in statuses):
+    rows = [(status, record["role"], record["path"]) for record, status in zip(cert["inputs"], statuses)]
+    if subjects is not None:
+        for subject, status in zip(subjects, subject_statuses(subjects, cert, statuses)):
+            rows.append((status, "subject", subject.name))
+    for status, role, path in rows:
+        print(f"{status:8} {terminal_text(role):14} {terminal_text(path)}")
+    summary = _counted([status for status, _, _ in rows], len(statuses), len(subjects or []))
+    if any(status != "ok" for status, _, _ in rows):
         print(f"{summary}: the files differ from the certificate or are not where it says")
         return 1
     print(summary)

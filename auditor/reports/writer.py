@@ -11,11 +11,14 @@ from ..errors import AuditInputError
 from ..sources.atomic import atomic_write_text
 from .html import HtmlReport
 from .interface import ReportFormat
+from .intoto import IntotoReport
 from .junit import JunitReport
 from .markdown import MarkdownReport, render_markdown
 
 # Every format besides json (always written by audit certify), by its --format name.
-RENDERERS: dict[str, ReportFormat] = {report.name: report for report in (MarkdownReport(), HtmlReport(), JunitReport())}
+RENDERERS: dict[str, ReportFormat] = {
+    report.name: report for report in (MarkdownReport(), HtmlReport(), JunitReport(), IntotoReport())
+}
 
 
 def parse_formats(value: str) -> list[str]:
