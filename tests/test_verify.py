@@ -89,7 +89,10 @@ def test_relative_paths_resolve_against_root(tmp_path, monkeypatch, capsys):
     args = [a.replace(str(tmp_path / "run") + "/", "") for a in write_inputs(tmp_path / "run")]
     assert run_cli(["certify", *args, "--out", "rep", "--quiet"]) == 0
     monkeypatch.chdir(tmp_path)
-    assert run_cli(["verify", "run/rep/certificate.json"]) == 1  # lat.npz is not in this folder
+    # Relative paths start where the certificate's paths_relative_to says (run/), not in this folder ...
+    assert run_cli(["verify", "run/rep/certificate.json", "--recompute"]) == 0
+    # ... unless --root names another folder.
+    assert run_cli(["verify", "run/rep/certificate.json", "--root", "."]) == 1  # lat.npz is not in this folder
     assert run_cli(["verify", "run/rep/certificate.json", "--root", "run", "--recompute"]) == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+from ..certificate.attestation import Subject, is_subject_role
 from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
 from ..errors import AuditInputError
@@ -18,6 +19,7 @@ from .pipeline import run_audit
 from .request import AuditRequest
 
 BUILTIN_PREFIX = "builtin:"
+DATA_ROLES = ("data", "teacher-data")  # the roles whose input may be a folder (an image folder)
 # Request fields naming files (resolved against --root) and data specs (files, or built-in names).
 _PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs", "witness")
 _SPEC_FIELDS = ("data", "teacher_data")
@@ -45,11 +47,24 @@ def input_status(record: dict, root: Path | None) -> str:
         actual = builtin_sha256(path)
     else:
         target = _resolve(path, root)
-        # A folder among the inputs is an image folder, recorded by its manifest's sha256.
-        actual = sha256_file(target) if target.is_file() else manifest_sha256(target) if target.is_dir() else None
+        if target.is_file():
+            actual = sha256_file(target)
+        elif target.is_dir() and record["role"] in DATA_ROLES:
+            actual = manifest_sha256(target)  # a data folder is recorded by its manifest's sha256
+        else:
+            actual = None  # no file (or not the kind of file certified) at that path
     if actual is None:
         return "missing"
     return "ok" if actual == record["sha256"] else "differs"
+
+
+def subject_statuses(subjects: list[Subject], cert: dict, statuses: list[str]) -> list[str]:
+    """The status of each Statement subject: that of the certified model file it names by sha256
+    (:func:`auditor.certificate.attestation.check_statement` has made sure there is one)."""
+    by_digest = {
+        record["sha256"]: status for record, status in zip(cert["inputs"], statuses) if is_subject_role(record["role"])
+    }
+    return [by_digest[subject.sha256] for subject in subjects]
 
 
 def recorded_request(cert: dict, root: Path | None, trust_code: bool):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import AuditInputError
+from . import paths
 from .document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
 from .numbers import confidence_z
 
@@ -28,6 +29,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def load_certificate(path: str | Path) -> dict:
     """Read ``certificate.json`` and check it; any problem is an AuditInputError naming the file."""
+    return check_certificate(read_json(path), where=str(path))
+
+
+def read_json(path: str | Path):
+    """The JSON value of a certificate's file (or of a Statement that carries one), not yet checked."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -36,10 +42,9 @@ def load_certificate(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise AuditInputError(f"{path}: cannot read the certificate ({exc})") from None
     try:
-        cert = json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise AuditInputError(f"{path}: not valid JSON ({exc})") from None
-    return check_certificate(cert, where=str(path))
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -263,6 +268,8 @@ def _check_provenance(c: _Checker, cert: dict) -> None:
         c.get(record, "path", str, f"inputs[{i}].path")
         if not _SHA256.fullmatch(c.get(record, "sha256", str, f"inputs[{i}].sha256")):
             c.fail(f"inputs[{i}].sha256 is not a lowercase hex sha256 digest")
+    if paths.KEY in cert:
+        c.get(cert, paths.KEY, str)
     c.get(cert, "tool_version", str)
     command = c.get(cert, "command", list)
     if not all(isinstance(part, str) for part in command):

@@ -12,6 +12,7 @@ import json
 import math
 
 from .._version import __version__
+from . import paths
 
 SCHEMA = "vae-audit-certificate/1"
 NOT_COLLAPSED_NOTE = (
@@ -37,8 +38,9 @@ def _finite_or_none(value):
     return value
 
 
-def certificate_dict(result, command: list[str]) -> dict:
-    """The ``certificate.json`` content of an :class:`~auditor.audit.pipeline.AuditResult`."""
+def certificate_dict(result, command: list[str], paths_relative_to: str | None = None) -> dict:
+    """The ``certificate.json`` content of an :class:`~auditor.audit.pipeline.AuditResult`;
+    ``paths_relative_to`` as :mod:`auditor.certificate.paths` computes it for the report folder."""
     n, v = result.numbers, result.verdict
     view = None
     if n.view is not None:
@@ -66,6 +68,7 @@ def certificate_dict(result, command: list[str]) -> dict:
         "design": n.design,
         **result.context,
         "inputs": [{"role": r.role, "path": r.path, "sha256": r.sha256} for r in result.inputs],
+        **({paths.KEY: paths_relative_to} if paths_relative_to is not None else {}),
         "tool_version": __version__,
         "command": command,
     }

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 import typer
 
 from ..errors import AuditInputError
-from . import certify, design, report, reproduce, teacher, train, verify
+from . import certify, compare, design, report, reproduce, teacher, train, verify
 from .invocation import recording_invocation
 
 if TYPE_CHECKING:  # typer's vendored click, named for the type checker only
@@ -68,5 +68,5 @@ def main(argv: list[str] | None = None) -> None:
     raise SystemExit(result if isinstance(result, int) else 0)
 
 
-for command in (certify, design, report, reproduce, teacher, train, verify):
+for command in (certify, compare, design, report, reproduce, teacher, train, verify):
     command.register(app)

@@ -12,6 +12,7 @@ from ..audit.distributed import is_main_process
 from ..audit.pipeline import run_audit
 from ..audit.request import AuditRequest
 from ..certificate.document import certificate_dict, certificate_json
+from ..certificate.paths import paths_relative_to
 from ..reports.progress import BatchProgress, progress_wanted
 from ..reports.terminal import print_summary
 from ..reports.writer import append_github_step_summary, parse_formats, write_reports
@@ -96,7 +97,9 @@ def certify(
     out: Path | None = typer.Option(
         None, "--out", help="Report folder (default reports/<model folder name or file stem>/)."
     ),
-    formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md, html, junit."),
+    formats: str = typer.Option(
+        "json,md", "--format", help="Comma-separated: json (always written), md, html, junit, intoto."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No summary on the terminal (errors still go to stderr)."),
     json_out: bool = typer.Option(
         False, "--json", help="Print the certificate JSON on stdout, nothing else there (the summary goes to stderr)."
@@ -145,8 +148,8 @@ def certify(
         # exit would make torchrun kill rank 0, possibly before its report is written, so the
         # others exit 0 once their share is in; torchrun's own exit code then follows rank 0's.
         return 0
-    cert = certificate_dict(result, current_command())
     out_dir = out if out is not None else default_out_dir(model, latents, arch)
+    cert = certificate_dict(result, current_command(), paths_relative_to(out_dir))
     written = write_reports(cert, out_dir, fmt_list)
     append_github_step_summary(cert)
     if json_out:

@@ -1,2 +1,3 @@
-"""Renderers of a certificate: Markdown, HTML, JUnit, the terminal summary and progress bars.
+"""Renderers of a certificate: Markdown, HTML, JUnit, the in-toto Statement, the terminal summary,
+progress bars, and two certificates compared.
 They read the certificate document and never decide anything."""

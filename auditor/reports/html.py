@@ -244,11 +244,14 @@ def training_plot(table) -> str:
 
 
 # ---------------------------------------------------------------------------- training CSV
-def training_csv_path(cert: dict) -> Path | None:
-    """The checkpoint's training log: same stem, ``.csv``, beside the model file."""
+def training_csv_path(cert: dict, inputs_base: Path | None = None) -> Path | None:
+    """The checkpoint's training log: same stem, ``.csv``, beside the model file (a relative path
+    starting from ``inputs_base``, or the current folder)."""
     model = cert.get("model") or {}
     source = model.get("path") or model.get("weights")
-    return Path(source).with_suffix(".csv") if source else None
+    if not source:
+        return None
+    return (inputs_base or Path()) / Path(source).with_suffix(".csv")
 
 
 def read_training_csv(path: Path):
@@ -351,9 +354,9 @@ def _diagnostics_section(cert: dict) -> str:
     )
 
 
-def _training_section(cert: dict) -> str:
+def _training_section(cert: dict, inputs_base: Path | None) -> str:
     """The training curve from the CSV beside the model; no section at all when there is none."""
-    path = training_csv_path(cert)
+    path = training_csv_path(cert, inputs_base)
     if path is None or not path.is_file():
         return ""
     table, problem = read_training_csv(path)
@@ -391,8 +394,9 @@ def _provenance_section(cert: dict) -> str:
     )
 
 
-def render_html(cert: dict) -> str:
-    """The whole page as a string (a checked certificate dict in, no files read but the training CSV)."""
+def render_html(cert: dict, inputs_base: Path | None = None) -> str:
+    """The whole page as a string (a checked certificate dict in, no files read but the training CSV,
+    found from ``inputs_base``: where the certificate's relative paths start, default the current folder)."""
     verdict = cert["verdict"].replace("_", " ")
     summary = _table(None, [[label, value] for label, value in summary_rows(cert)])
     sections = [
@@ -406,7 +410,7 @@ def render_html(cert: dict) -> str:
         _energy_path_section(cert),
         _view_gap_section(cert),
         _diagnostics_section(cert),
-        _training_section(cert),
+        _training_section(cert, inputs_base),
         _provenance_section(cert),
     ]
     return (
@@ -422,3 +426,6 @@ class HtmlReport(ReportFormat):
 
     def render(self, cert: dict) -> str:
         return render_html(cert)
+
+    def render_with_inputs(self, cert: dict, inputs_base: Path | None) -> str:
+        return render_html(cert, inputs_base)

@@ -8,6 +8,7 @@ the registry of formats and writes the files of one run together.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 
 class ReportFormat(ABC):
@@ -17,3 +18,8 @@ class ReportFormat(ABC):
     @abstractmethod
     def render(self, cert: dict) -> str:
         """The file's text for a checked certificate dict."""
+
+    def render_with_inputs(self, cert: dict, inputs_base: Path | None) -> str:
+        """The file's text where the format reads a file the certificate names (HTML's training
+        curve), its relative paths starting from ``inputs_base`` (None: the current folder)."""
+        return self.render(cert)

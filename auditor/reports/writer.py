@@ -11,11 +11,14 @@ from ..errors import AuditInputError
 from ..sources.atomic import atomic_write_text
 from .html import HtmlReport
 from .interface import ReportFormat
+from .intoto import IntotoReport
 from .junit import JunitReport
 from .markdown import MarkdownReport, render_markdown
 
 # Every format besides json (always written by audit certify), by its --format name.
-RENDERERS: dict[str, ReportFormat] = {report.name: report for report in (MarkdownReport(), HtmlReport(), JunitReport())}
+RENDERERS: dict[str, ReportFormat] = {
+    report.name: report for report in (MarkdownReport(), HtmlReport(), JunitReport(), IntotoReport())
+}
 
 
 def parse_formats(value: str) -> list[str]:
@@ -39,13 +42,16 @@ def append_github_step_summary(cert: dict) -> None:
         print(f"warning: cannot append to GITHUB_STEP_SUMMARY {target}: {exc}", file=sys.stderr)
 
 
-def write_reports(cert: dict, out_dir: Path, formats: list[str], with_json: bool = True) -> list[Path]:
-    """Render every requested format first, then write each file atomically."""
+def write_reports(
+    cert: dict, out_dir: Path, formats: list[str], with_json: bool = True, inputs_base: Path | None = None
+) -> list[Path]:
+    """Render every requested format first, then write each file atomically. ``inputs_base``: where
+    the certificate's relative paths start (None: the current folder)."""
     rendered = {"certificate.json": certificate_json(cert)} if with_json else {}
     for fmt in formats:
         if fmt != "json":
             report = RENDERERS[fmt]
-            rendered[report.filename] = report.render(cert)
+            rendered[report.filename] = report.render_with_inputs(cert, inputs_base)
     written = []
     for name, text in rendered.items():
         atomic_write_text(out_dir / name, text)
