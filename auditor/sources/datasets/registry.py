@@ -21,6 +21,7 @@ from .folders import FixedFilesLayout, open_folder
 from .interface import FileFormat, FolderFormat, Rows
 from .mnist_idx import idx_spellings, open_idx_split
 from .tensor_file import TensorFile
+from .tiny_imagenet import TinyImageNet
 
 # Built-in data sets: name → description.
 DATASETS: dict[str, str] = {"digits": digits.DESCRIPTION}
@@ -46,6 +47,7 @@ FOLDER_FORMATS: tuple[FolderFormat, ...] = (
         open_idx_split,
         idx_spellings,
     ),
+    TinyImageNet(),
 )
 
 
