@@ -170,3 +170,18 @@ def test_a_resume_file_of_another_run_or_an_unsound_one_is_refused(interrupted, 
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, (name, err)
         assert "this ran" not in out
         assert not interrupted.exists() and path.read_bytes() == before, name  # nothing written, nothing lost
+
+
+def test_resume_keeps_a_finished_run_of_the_same_arguments_only(teacher, uninterrupted, tmp_path, capsys):
+    out = tmp_path / "run.safetensors"
+    out.write_bytes(uninterrupted.read_bytes())
+    out.with_suffix(".csv").write_bytes(uninterrupted.with_suffix(".csv").read_bytes())
+    stamps = {path: path.stat().st_mtime_ns for path in (out, out.with_suffix(".csv"))}
+    code, stdout, err = run([a for a in cli_args(teacher, out, "--resume") if a != "--quiet"], capsys)
+    assert code == 0, err
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # nothing retrained or rewritten
+    assert stdout.startswith(f"wrote {out}") and f"{PREFIT + EPOCHS} epochs" in stdout
+    # Another run's checkpoint under the same name is not "finished": it is trained anew.
+    code, _, err = run(cli_args(teacher, out, "--resume", "--seed", "1"), capsys)
+    assert code == 0, err
+    assert out.read_bytes() != uninterrupted.read_bytes()

@@ -33,6 +33,7 @@ CSV_COLUMNS = (
     "max_abs_deviation_from_mean",
 )
 PHASES = ("init", "prefit", "elbo")
+TEXT_COLUMNS = ("epoch", "phase", "certified")
 
 
 def history_row(
@@ -88,8 +89,11 @@ def read_history_csv(path: Path) -> list[dict] | None:
         for i, row in enumerate(rows):
             if tuple(row) != CSV_COLUMNS or int(row["epoch"]) != i or row["phase"] not in PHASES:
                 return None
-            typed: dict = {k: (None if v == "" else float(v)) for k, v in row.items()}
+            if row["certified"] not in ("True", "False"):
+                return None
+            typed: dict = {k: (None if v == "" else float(v)) for k, v in row.items() if k not in TEXT_COLUMNS}
             typed.update(epoch=i, phase=row["phase"], certified=row["certified"] == "True")
+            typed = {k: typed[k] for k in CSV_COLUMNS}
             if typed["active_units"] is not None and math.isfinite(typed["active_units"]):
                 typed["active_units"] = int(typed["active_units"])
             history.append(typed)
