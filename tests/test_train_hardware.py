@@ -20,22 +20,17 @@ from auditor.audit.distributed import Ranks
 from auditor.certificate.witness import WitnessSpec, witness_matrix
 from auditor.sources.arrays import InMemoryArray
 from auditor.sources.checkpoint import load_checkpoint
-from auditor.sources.datasets.registry import open_dataset
-from auditor.sources.teachers.files import save_teacher
-from auditor.teachers.fit import fit_pca_gmm
 from auditor.training.config import TrainConfig, resolve_config
 from auditor.training.methods.registry import get_method
 from auditor.training.trainer import _batch_losses, _Run, fresh_model
 
 from .cli_run import run, run_in_processes
+from .method_fixtures import save_digits_teacher
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
-    train = open_dataset("digits", "train")
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_teacher(fit_pca_gmm(train.read(0, train.num_samples), rank=10, num_classes=10, temperature=1.0, seed=0), path)
-    return path
+    return save_digits_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -60,23 +55,9 @@ def test_device_and_precision_mistakes_are_one_line_exit_2(teacher, tmp_path, ca
 
 def test_auto_resolves_to_the_device_that_runs_and_is_recorded(teacher, tmp_path, capsys):
     out = tmp_path / "auto.safetensors"
-    code, _, err = run(
-        [
-            "train",
-            "--method",
-            "vanilla",
-            "--data",
-            "digits",
-            "--teacher",
-            teacher,
-            "--out",
-            out,
-            "--epochs",
-            "1",
-            "--quiet",
-        ],
-        capsys,
-    )
+    args = ["train", "--method", "vanilla", "--data", "digits", "--epochs", "1", "--quiet"]
+    args += ["--teacher", teacher, "--out", out]
+    code, _, err = run(args, capsys)
     assert code == 0, err
     training = load_checkpoint(out).training
     assert training["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,3 +142,48 @@ def test_two_gloo_processes_train_the_single_process_run(teacher, tmp_path):
     cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
     assert float(rows_two[-1]["margin"]) == pytest.approx(cert["margin"], rel=1e-9)
     assert float(rows_two[-1]["margin_lcb"]) == pytest.approx(cert["margin_lcb"], rel=1e-9)
+
+
+# ------------------------------------------------------------------ CUDA (run by benchmarks/gpu_check.sh on a GPU)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_training_monitors_what_certify_finds_and_resumes(precision, teacher, tmp_path, capsys):
+    from auditor.training.resume import resume_path
+    from auditor.training.run import train_to_file
+
+    out = tmp_path / "cuda.safetensors"
+    cfg = TrainConfig(method="aligned", epochs=3, device="cuda", precision=precision)
+
+    def stop(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_to_file(cfg, "digits", "train", teacher, out, on_epoch=stop)
+    assert resume_path(out).is_file()
+    train_to_file(cfg, "digits", "train", teacher, out, resume=True)
+    assert not resume_path(out).exists() and load_checkpoint(out).training["device"] == "cuda"
+    code, _, err = run(
+        ["certify", "--model", out, "--teacher", teacher, "--data", "digits", "--split", "train"]
+        + ["--out", tmp_path / "cert", "--quiet", "--device", "cuda"],
+        capsys,
+    )
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    # float32 encoders at other batch sizes round differently on a GPU: agreement to float32 scale
+    assert float(read_csv(out.with_suffix(".csv"))[-1]["margin"]) == pytest.approx(cert["margin"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_train_the_single_gpu_run(teacher, tmp_path):
+    common = ["train", "--method", "aligned", "--data", "digits", "--teacher", teacher, "--epochs", "2"]
+    common += ["--batch-size", "100", "--device", "cuda", "--quiet"]
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    assert run_in_processes([*common, "--out", one]).returncode == 0
+    double = run_in_processes([*common, "--out", two], nproc=2)
+    assert double.returncode == 0, double.stderr
+    rows_one, rows_two = read_csv(one.with_suffix(".csv")), read_csv(two.with_suffix(".csv"))
+    for row_one, row_two in zip(rows_one, rows_two):
+        assert math.isclose(float(row_one["margin"]), float(row_two["margin"]), rel_tol=1e-3, abs_tol=1e-4)

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from auditor.sources.datasets.registry import open_dataset
-from auditor.sources.teachers.files import save_teacher
-from auditor.teachers.fit import fit_pca_gmm
 from auditor.training.config import TrainConfig
 from auditor.training.resume import resume_path
 from auditor.training.run import train_to_file
 
 from .cli_run import run
+from .method_fixtures import save_digits_teacher
 
 EPOCHS, PREFIT = 3, 2  # a prefit run: epochs 1-2 regress onto the analytic code, 3-5 the ELBO
 
@@ -27,10 +25,7 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
-    train = open_dataset("digits", "train")
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_teacher(fit_pca_gmm(train.read(0, train.num_samples), rank=10, num_classes=10, temperature=1.0, seed=0), path)
-    return path
+    return save_digits_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
 
 
 def config() -> TrainConfig:
@@ -38,27 +33,8 @@ def config() -> TrainConfig:
 
 
 def cli_args(teacher: Path, out: Path, *extra) -> list:
-    return [
-        "train",
-        "--method",
-        "prefit",
-        "--epochs",
-        EPOCHS,
-        "--prefit-epochs",
-        PREFIT,
-        "--batch-size",
-        "200",
-        "--device",
-        "cpu",
-        "--data",
-        "digits",
-        "--teacher",
-        teacher,
-        "--out",
-        out,
-        "--quiet",
-        *extra,
-    ]
+    flags = f"--method prefit --epochs {EPOCHS} --prefit-epochs {PREFIT} --batch-size 200 --device cpu --data digits"
+    return ["train", *flags.split(), "--teacher", teacher, "--out", out, "--quiet", *extra]
 
 
 @pytest.fixture(scope="module")
