@@ -27,6 +27,7 @@ from ..teachers.search import (
     require_choice,
     score_candidates,
     search_record,
+    search_sidecar_path,
 )
 
 teacher_app = typer.Typer(
@@ -164,11 +165,6 @@ def search(
         f"I_T = {chosen['I_T']:.4f} nats, E_T = {chosen['E_T']:.2f}, energy {chosen['energy']:.3f} nats\n"
         f"wrote {out} and {sidecar}"
     )
-
-
-def search_sidecar_path(teacher_path: Path) -> Path:
-    """teacher.pt → teacher.search.json (beside it)."""
-    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.search.json")
 
 
 def search_table(table, beta: float, energy_budget: float, num_fit: int, num_holdout: int):
