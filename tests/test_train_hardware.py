@@ -21,6 +21,7 @@ from auditor.certificate.witness import WitnessSpec, witness_matrix
 from auditor.sources.arrays import InMemoryArray
 from auditor.sources.checkpoint import load_checkpoint
 from auditor.training.config import TrainConfig, resolve_config
+from auditor.training.losses import AlignmentLoss
 from auditor.training.methods.registry import get_method
 from auditor.training.trainer import _batch_losses, _Run, fresh_model
 
@@ -71,13 +72,13 @@ def test_bf16_runs_the_forward_in_bf16_and_the_losses_in_float32():
     g = torch.Generator().manual_seed(0)
     x, p = torch.rand(8, 12, generator=g), torch.softmax(torch.randn(8, 3, generator=g), dim=1)
     model = fresh_model(arch, 0)
-    S = torch.as_tensor(witness_matrix(spec), dtype=torch.float32)
+    align = AlignmentLoss(3, 4, 2.0)
     sources = {"x": InMemoryArray(x.numpy())}
     seen = []
     model.encoder[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     generator = torch.Generator().manual_seed(0)
     cpu = torch.device("cpu")
-    run_ = _Run(cfg, get_method("aligned"), model, None, spec, S, sources, cpu, Ranks(), generator, generator)
+    run_ = _Run(cfg, get_method("aligned"), model, None, spec, align, sources, cpu, Ranks(), generator, generator)
     loss, terms, _ = _batch_losses(run_, "elbo", {"x": x, "p": p.float()}, 8, slice(0, 8), 0.0)
     assert seen == [torch.bfloat16]  # the encoder ran under autocast
     assert all(term.dtype == torch.float32 for term in terms.values()) and loss.dtype == torch.float32

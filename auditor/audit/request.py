@@ -32,6 +32,7 @@ class AuditRequest:
     num_classes: int | None = None
     beta: float | None = None
     witness_offset: int | None = None
+    witness: Path | None = None  # witness.json from design time, instead of the three fields above
     confidence: float = 0.95
     min_margin: float = 0.0
     batch_size: int | str = 512  # or "auto"
@@ -63,6 +64,17 @@ def check_request(req: AuditRequest) -> None:
         raise AuditInputError("--teacher-data needs --teacher (the teacher must run on both views)")
     if req.teacher_data and req.view_probs:
         raise AuditInputError("give --teacher-data or --view-probs for the view gap, not both")
+    witness_flags = [
+        flag
+        for flag, v in (
+            ("--num-classes", req.num_classes),
+            ("--beta", req.beta),
+            ("--witness-offset", req.witness_offset),
+        )
+        if v is not None
+    ]
+    if req.witness is not None and witness_flags:
+        raise AuditInputError(f"--witness {req.witness} fixes the witness: drop {', '.join(witness_flags)}")
     parse_batch_size(req.batch_size)
     precision_dtype(req.precision)
     if req.limit is not None and req.limit < 1:

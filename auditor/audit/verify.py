@@ -16,7 +16,7 @@ from .request import AuditRequest
 
 BUILTIN_PREFIX = "builtin:"
 # Request fields naming files (resolved against --root) and data specs (files, or built-in names).
-_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs")
+_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs", "witness")
 _SPEC_FIELDS = ("data", "teacher_data")
 
 

@@ -48,6 +48,9 @@ def certify(
     view_probs: Path | None = typer.Option(
         None, "--view-probs", help="Teacher probabilities on the encoder's view (view gap with --teacher-probs)."
     ),
+    witness: Path | None = typer.Option(
+        None, "--witness", help="witness.json from audit design / teacher search: K, β, offset (instead of the flags)."
+    ),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Witness K (default: the teacher's K)."),
     beta: float | None = typer.Option(None, "--beta", help="Witness scale β (needed unless the checkpoint fixes it)."),
     witness_offset: int | None = typer.Option(
@@ -91,6 +94,7 @@ def certify(
         num_classes=num_classes,
         beta=beta,
         witness_offset=witness_offset,
+        witness=witness,
         confidence=confidence,
         min_margin=min_margin,
         batch_size=parse_batch_size(batch_size),

@@ -45,6 +45,12 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20):
     return _sha256(path, chunk_size)
 
 
+def sha256_now(path: str | os.PathLike) -> str:
+    """The file's sha256 computed at once on this thread, on every rank: for a small file that a
+    check needs before the pass (the background hasher may still be busy with the data set)."""
+    return _sha256(path, 1 << 20)
+
+
 def _sha256(path, chunk_size: int, cancelled=None) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -212,6 +212,11 @@ def _json_row(row: pd.Series) -> dict:
     return out
 
 
+def sidecar_path(teacher_path: Path, kind: str) -> Path:
+    """teacher.pt → teacher.<kind>.json (beside it)."""
+    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.{kind}.json")
+
+
 def search_sidecar_path(teacher_path: Path) -> Path:
     """teacher.pt → teacher.search.json (beside it)."""
-    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.search.json")
+    return sidecar_path(teacher_path, "search")

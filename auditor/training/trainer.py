@@ -36,7 +36,7 @@ from ..audit.stream import raise_for_nonfinite_inputs, stream_pass
 from ..audit.transfer import device_batches
 from ..certificate.numbers import CertificateNumbers
 from ..certificate.state import CertificateState
-from ..certificate.witness import WitnessSpec, analytic_code, witness_matrix
+from ..certificate.witness import WitnessSpec, analytic_code
 from ..errors import AuditInputError
 from ..nets.base import Encodes
 from ..nets.likelihood import reconstruction_nll
@@ -48,7 +48,7 @@ from .config import TrainConfig, resolve_config
 from .device import autocast, deterministic, noise_generator, training_device
 from .distributed import broadcast_parameters, own_share, sum_gradients, sum_over_ranks
 from .history import history_row
-from .losses import alignment_loss, prior_kl_per_dim
+from .losses import AlignmentLoss, prior_kl_per_dim
 from .methods.base import Method, Step
 from .methods.registry import get_method
 from .protocols import get_protocol
@@ -114,7 +114,7 @@ class _Run:
     model: nn.Module
     optimiser: torch.optim.Optimizer
     spec: WitnessSpec
-    S: torch.Tensor  # the witness matrix, float32 on the device
+    align_loss: AlignmentLoss  # the raw witness alignment, on the device
     sources: dict[str, ArrayReader]  # "x", "p" (float32) and, with a prefit phase, "mu_star"
     device: torch.device
     ranks: Ranks
@@ -128,7 +128,7 @@ class _Run:
 
 def _batch_losses(run: _Run, phase: str, batch: dict[str, torch.Tensor], full: int, own: slice, t: float):
     """The loss of this rank's rows of one batch of ``full`` rows, its terms, and the KL and α weights."""
-    cfg, method, model, spec = run.cfg, run.method, run.model, run.spec
+    cfg, method, model = run.cfg, run.method, run.model
     xb = to_unit_float(batch["x"])
     with autocast(run.device, cfg.precision):
         mu, logvar = cast(Encodes, model).encode(xb)
@@ -142,7 +142,7 @@ def _batch_losses(run: _Run, phase: str, batch: dict[str, torch.Tensor], full: i
     with autocast(run.device, cfg.precision):
         recon = reconstruction_nll(model, xb, z).float().mean()
     kl_dim = prior_kl_per_dim(mu, logvar)
-    align = alignment_loss(mu, batch["p"], run.S, spec.beta)
+    align = run.align_loss(mu, batch["p"])
     weights = (method.kl_weight(cfg, t), method.align_weight(cfg, t))
     loss = recon + weights[0] * method.kl_penalty(kl_dim, cfg) + weights[1] * align
     extra = method.extra_loss(Step(model, xb, mu, logvar, z, batch["p"], cfg, t))
@@ -216,7 +216,8 @@ def train_model(
         architecture = method.architecture(cfg, tuple(x.shape[1:]))
         model = fresh_model(architecture, cfg.seed)
         witness = {"num_classes": K, "beta": float(cfg.beta), "offset": 0}
-    spec = WitnessSpec(K, cfg.latent_dim, witness["beta"], witness["offset"])
+    align_loss = AlignmentLoss(K, cfg.latent_dim, witness["beta"], witness["offset"]).to(device)
+    spec = align_loss.spec
     model.to(device)
     broadcast_parameters(model, ranks)
     order = torch.Generator().manual_seed(cfg.seed)
@@ -226,7 +227,7 @@ def train_model(
         model,
         torch.optim.Adam(model.parameters(), lr=cfg.lr),
         spec,
-        torch.as_tensor(witness_matrix(spec), dtype=torch.float32, device=device),
+        align_loss,
         {"x": InMemoryArray(x.numpy()), "p": InMemoryArray(p.to(torch.float32).numpy())},
         device,
         ranks,
