@@ -89,7 +89,8 @@ def certify_example(module: str, weights: Path, witness: Path, out: Path, capsys
     assert code == 0, err
     cert = json.loads((out / "certificate.json").read_text())
     assert cert["witness"]["source"] == f"witness file {witness}"
-    assert [i["role"] for i in cert["inputs"]] == ["data", "model", "teacher", "witness"]
+    # the factory's source file is an input too: swapping the code behind a certificate is caught
+    assert [i["role"] for i in cert["inputs"]] == ["data", "model-code", "model", "teacher", "witness"]
     return cert
 
 

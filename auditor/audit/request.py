@@ -12,6 +12,7 @@ import torch
 
 from ..certificate.numbers import confidence_z
 from ..errors import AuditInputError
+from ..sources.models.torch_pickle import CHECKPOINT_SUFFIXES
 from .batch_size import parse_batch_size
 from .forward import precision_dtype
 
@@ -20,6 +21,10 @@ from .forward import precision_dtype
 class AuditRequest:
     model: Path | None = None
     arch: str | None = None
+    arch_args: tuple[str, ...] = ()  # --arch-arg name=value, the factory's keyword arguments
+    key_prefix: str | None = None  # read only the weights whose names start with it, stripped
+    state_key: str | None = None  # the entry of a .pt/.pth/.ckpt file that holds the state dict
+    trust_code: bool = False  # allow a model file whose loading runs code (a pythae encoder.pkl)
     latents: Path | None = None
     teacher: Path | None = None
     teacher_probs: Path | None = None
@@ -55,6 +60,7 @@ def check_request(req: AuditRequest) -> None:
         )
     if req.latents and req.model:
         raise AuditInputError("--latents cannot be combined with --model")
+    _check_weight_flags(req)
     teachers = [flag for flag, v in (("--teacher", req.teacher), ("--teacher-probs", req.teacher_probs)) if v]
     if len(teachers) != 1:
         raise AuditInputError(
@@ -82,6 +88,17 @@ def check_request(req: AuditRequest) -> None:
     confidence_z(req.confidence)
     if not math.isfinite(req.min_margin):
         raise AuditInputError(f"--min-margin must be a finite number, got {req.min_margin}")
+
+
+def _check_weight_flags(req: AuditRequest) -> None:
+    """--arch-arg, --key-prefix and --state-key are read only with --arch (and its --model weights)."""
+    if req.arch_args and not req.arch:
+        raise AuditInputError("--arch-arg needs --arch (it is a keyword argument of the factory)")
+    for flag, value in (("--key-prefix", req.key_prefix), ("--state-key", req.state_key)):
+        if value is not None and not (req.arch and req.model):
+            raise AuditInputError(f"{flag} needs --arch and --model (it selects the weights loaded into the module)")
+    if req.state_key is not None and Path(str(req.model)).suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise AuditInputError(f"--state-key applies to {', '.join(CHECKPOINT_SUFFIXES)} files only")
 
 
 def resolve_device(name: str) -> torch.device:

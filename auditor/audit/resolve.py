@@ -21,7 +21,7 @@ from ..sources.arrays import ArrayReader, first_rows
 from ..sources.datasets.dataset import Dataset, to_unit_float
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import InputRecord, file_record, sha256_now
-from ..sources.models.encode import encode_means
+from ..sources.models.encode import EncodeRecord, read_means
 from ..sources.models.interface import Encoder, FixedWitness
 from ..sources.models.registry import model_source_for
 from ..sources.teachers.interface import Teacher
@@ -94,7 +94,9 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
         if encoder.module is not None:
             encoder.module.to(device)
     context["model"] = encoder.record
-    latent_dim = _latent_dim(encoder, data, device)
+    latent_dim, encode_record = _latent_dim(encoder, data, device)
+    if encode_record is not None:
+        context["model"] = {**encoder.record, "encode": encode_record.as_dict()}
 
     teacher_source = teacher_source_for(req)
     if teacher_source.needs_data and data is None:
@@ -115,7 +117,12 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
     rows.update(teacher.rows)
     rows.update(view.rows)
     plan = PassPlan(
-        rows, encoder=encoder.module, teacher=teacher.module, with_view=bool(view.rows), input_shape=encoder.input_shape
+        rows,
+        encoder=encoder.module,
+        teacher=teacher.module,
+        with_view=bool(view.rows),
+        input_shape=encoder.input_shape,
+        encode_record=encode_record,
     )
     if plan.num_samples == 0:
         raise AuditInputError("the audit set is empty: no samples to audit")
@@ -137,9 +144,10 @@ def _open_data(req: AuditRequest) -> Dataset | None:
     return None
 
 
-def _latent_dim(encoder: Encoder, data: Dataset | None, device: torch.device) -> int:
+def _latent_dim(encoder: Encoder, data: Dataset | None, device: torch.device) -> tuple[int, EncodeRecord | None]:
+    """d, and how μ is read from the encoder's output (None for precomputed latents)."""
     if encoder.module is None:
-        return int(encoder.rows["mu"].shape[1])
+        return int(encoder.rows["mu"].shape[1]), None
     assert data is not None  # model sources that run an encoder need data (checked before opening)
     if encoder.input_shape is not None and math.prod(encoder.input_shape) != math.prod(data.sample_shape):
         raise AuditInputError(
@@ -149,21 +157,19 @@ def _latent_dim(encoder: Encoder, data: Dataset | None, device: torch.device) ->
 
 
 @torch.no_grad()
-def _probe_latent_dim(encoder: nn.Module, dataset: Dataset, input_shape, device) -> int:
+def _probe_latent_dim(encoder: nn.Module, dataset: Dataset, input_shape, device) -> tuple[int, EncodeRecord]:
     if dataset.num_samples == 0:
         raise AuditInputError("the audit set is empty: no samples to audit")
     x = to_unit_float(torch.from_numpy(dataset.read(0, 1).copy()).to(device))
     if input_shape is not None:
         x = x.reshape(1, *input_shape)
     try:
-        mu, _ = encode_means(encoder, x)
+        means = read_means(encoder, x)
     except RuntimeError as exc:
         raise AuditInputError(
             f"the encoder cannot run on the data's samples of shape {list(dataset.sample_shape)} ({str(exc).splitlines()[0][:120]})"
         ) from None
-    if mu.ndim != 2:
-        raise AuditInputError(f"encode(x) must return means of shape (batch, d), got {tuple(mu.shape)}")
-    return int(mu.shape[1])
+    return int(means.mu.shape[1]), means.record
 
 
 def _check_teacher_input(teacher: nn.Module, sample_shape: tuple[int, ...], what: str) -> None:
