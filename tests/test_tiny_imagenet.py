@@ -65,7 +65,7 @@ def test_images_are_decoded_only_when_their_rows_are_read(folder):
     written["train"][7][0].write_bytes(b"not a jpeg at all")
     dataset = open_dataset(str(root), "train")  # opening reads no image
     assert dataset.read(0, 7).shape == (7, 3, 64, 64) and dataset.read(8, 12).shape == (4, 3, 64, 64)
-    with pytest.raises(AuditInputError, match="not a readable JPEG image"):
+    with pytest.raises(AuditInputError, match="cannot be decoded"):
         dataset.read(6, 9)
 
 
@@ -87,8 +87,8 @@ def _replace_line(path: Path, old: str, new: str) -> None:
 
 
 def test_every_malformed_folder_is_refused_with_one_line(tmp_path, capsys, monkeypatch):
-    def png_named_jpeg(root, written):
-        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(written["train"][0][0], "PNG")
+    def gif_named_jpeg(root, written):
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(written["train"][0][0], "GIF")
 
     def truncated(root, written):
         path = written["train"][1][0]
@@ -117,9 +117,9 @@ def test_every_malformed_folder_is_refused_with_one_line(tmp_path, capsys, monke
             lambda r, w: _replace_line(r / "wnids.txt", "n03", "n03\nn04"),
             "wnids.txt lists class n04",
         ),
-        "png named .JPEG": (png_named_jpeg, "not a readable JPEG image"),
-        "truncated jpeg": (truncated, "not a readable JPEG image"),
-        "32x32 image": (small_image, "image is 32×32; Tiny-ImageNet images are 64×64"),
+        "gif named .JPEG": (gif_named_jpeg, "cannot be decoded (not a PNG or JPEG image)"),
+        "truncated jpeg": (truncated, "cannot be decoded"),
+        "32x32 image": (small_image, "image is 32x32 (HxW), expected 64x64"),
     }
     val_cases = {
         "unknown class": (

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
 from ..errors import AuditInputError
+from ..sources.datasets.image_folder import manifest_sha256
 from ..sources.datasets.registry import DATASETS, open_dataset
 from ..sources.hashing import resolve_digest, sha256_file
 from ..sources.models.arch import is_file_spec, split_arch_spec
@@ -44,7 +45,8 @@ def input_status(record: dict, root: Path | None) -> str:
         actual = builtin_sha256(path)
     else:
         target = _resolve(path, root)
-        actual = sha256_file(target) if target.is_file() else None
+        # A folder among the inputs is an image folder, recorded by its manifest's sha256.
+        actual = sha256_file(target) if target.is_file() else manifest_sha256(target) if target.is_dir() else None
     if actual is None:
         return "missing"
     return "ok" if actual == record["sha256"] else "differs"

@@ -11,6 +11,7 @@ from ..errors import AuditInputError
 from ..training.presets.registry import PRESETS, get_preset
 from ..training.presets.run import reproduce_preset
 from ..training.reproduce import DEFAULT_EPOCHS, DEFAULT_ROWS, markdown_table, parse_seeds, reproduce, select_rows
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
 # Named here, not in the default below: mypy misreads a generator in a default (python/mypy#9346).
 _ROW_NAMES = ", ".join(r.name for r in DEFAULT_ROWS)
@@ -18,7 +19,9 @@ _PRESET_NAMES = ", ".join(PRESETS)
 
 
 def reproduce_command(
-    data: str = typer.Option(..., "--data", help="'digits' or a data set with train and test splits."),
+    data: str = typer.Option(
+        ..., "--data", help="'digits' or a data file/folder (data without a split of their own follow --test-every)."
+    ),
     preset: str | None = typer.Option(
         None, "--preset", help=f"A paper's protocol: {_PRESET_NAMES} (teachers searched, folder layout in docs)."
     ),
@@ -49,6 +52,9 @@ def reproduce_command(
     resume: bool = typer.Option(
         False, "--resume", help="With --preset: keep finished runs and teachers, continue unfinished runs."
     ),
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
 ) -> int:
     """Train and certify the experiment table (vanilla/aligned at KL 1,2,4,8, prefit, baselines, collapse, rescue),
@@ -56,6 +62,7 @@ def reproduce_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    reading = data_options(image_size, column, test_every)
     seed_list = parse_seeds(seeds) if seeds is not None else None
     row_names = None if rows is None else [r.strip() for r in rows.split(",") if r.strip()]
     keep = None
@@ -117,6 +124,7 @@ def reproduce_command(
                 overrides or [],
                 resume,
                 on_run,
+                reading,
             )
         else:
             assert teacher is not None and seed_list is not None  # set above
@@ -130,6 +138,7 @@ def reproduce_command(
                 chosen,
                 keep,
                 on_run,
+                reading,
                 device or "cpu",
                 precision,
             )

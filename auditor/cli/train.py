@@ -15,6 +15,7 @@ from ..training.device import training_device
 from ..training.methods.registry import METHODS
 from ..training.protocols import PROTOCOLS
 from ..training.run import monitor_csv_path, train_to_file
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
 
 def parse_int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
@@ -35,7 +36,10 @@ def train(
         None, "--method", help=f"One of: {', '.join(METHODS)} (with --protocol: its default)."
     ),
     data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
-    split: str = typer.Option("train", "--split", help="train, test or all."),
+    split: str = typer.Option("train", "--split", help="train (the default), test or all."),
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     teacher: Path = typer.Option(
         ..., "--teacher", help="teacher.pt (pca-gmm), the fixed teacher of the alignment and the monitor."
     ),
@@ -121,13 +125,14 @@ def train(
         device=device,
         precision=precision,
     )
+    reading = data_options(image_size, column, test_every)
     total = epochs + (prefit_epochs if method == "prefit" else 0)
     ranks = ranks_from_env()
     run_device = device_for_rank(training_device(device), ranks)
     label, show = method or protocol or "training", not quiet and ranks.is_main
     with process_group(run_device, ranks, skip_hashing=False), epoch_progress(total, not show, label) as on_epoch:
         result = train_to_file(
-            cfg, data, split, teacher, out, init, on_epoch, resume=resume, ranks=ranks, device=run_device
+            cfg, data, split, teacher, out, init, on_epoch, reading, resume=resume, ranks=ranks, device=run_device
         )
     if not ranks.is_main:
         return 0  # rank 0 writes and prints (see audit certify for why the others exit 0)

@@ -124,14 +124,16 @@ class MappedArray(InMemoryArray):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         rows = np.ascontiguousarray(self.array[start:stop])  # an owned row-major copy, so the pages can go
-        self._release()
+        # A row range touches a page in every column: release the whole map, not page ranges.
+        release_pages(getattr(self.array, "_mmap", None))
         return rows
 
-    def _release(self) -> None:
-        mapping = getattr(self.array, "_mmap", None)
-        if mapping is not None and hasattr(mapping, "madvise"):
-            # A row range touches a page in every column: release the whole map, not page ranges.
-            mapping.madvise(mmap.MADV_DONTNEED)
+
+def release_pages(mapping: mmap.mmap | None) -> None:
+    """Drop a read-only file mapping's pages from this process's resident memory (they stay in the
+    page cache, and are mapped again when next touched), where the platform can."""
+    if mapping is not None and hasattr(mapping, "madvise"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 class FirstRows:
@@ -321,9 +323,10 @@ def selection_size(rows: RowSelection) -> int:
 def read_rows(reader: ArrayReader, rows: RowSelection) -> np.ndarray:
     """The rows ``rows`` selects from ``reader``, in its order (an array of their own for indices).
 
-    Indices into an array in memory are gathered at once; from any other reader each run of
-    consecutive indices is read with one ``read`` call, so a file is never read row by row
-    when the rows asked for lie together.
+    Indices into an array in memory are gathered at once; a reader that picks rows
+    (``read_picked``, e.g. image files) gets the distinct indices in increasing order; from any
+    other reader each run of consecutive indices is read with one ``read`` call, so a file is
+    never read row by row when the rows asked for lie together.
     """
     if isinstance(rows, tuple):
         return reader.read(*rows)
@@ -333,6 +336,8 @@ def read_rows(reader: ArrayReader, rows: RowSelection) -> np.ndarray:
     if not len(indices):
         return np.empty((0, *reader.shape[1:]), reader.dtype)
     unique, position = np.unique(indices, return_inverse=True)
+    if hasattr(reader, "read_picked"):  # a reader that reads increasing rows without those between
+        return reader.read_picked(unique)[position]
     runs = np.split(unique, np.flatnonzero(np.diff(unique) > 1) + 1)
     return np.concatenate([reader.read(int(run[0]), int(run[-1]) + 1) for run in runs])[position]
 

@@ -36,6 +36,7 @@ from ..sources.arrays import row_ranges
 from ..sources.atomic import atomic_write_text
 from ..sources.checkpoint import load_checkpoint
 from ..sources.datasets.dataset import to_unit_float
+from ..sources.datasets.options import DataOptions
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.models.encode import encode_means
@@ -140,14 +141,25 @@ def test_reconstruction(
     return total / len(x)
 
 
-def certify_run(checkpoint: Path, teacher: Path, data: str, x_test: torch.Tensor, device: str = "cpu") -> dict:
+def certify_run(
+    checkpoint: Path,
+    teacher: Path,
+    data: str,
+    x_test: torch.Tensor,
+    reading: DataOptions | None = None,
+    device: str = "cpu",
+) -> dict:
     """The certificate of one checkpoint on the test split, plus its test reconstruction."""
+    reading = reading or DataOptions()
     result = run_audit(
         AuditRequest(
             model=checkpoint,
             teacher=teacher,
             data=data,
             split="test",
+            image_size=reading.image_size,
+            column=reading.column,
+            test_every=reading.test_every,
             confidence=CONFIDENCE,
             min_margin=MIN_MARGIN,
             device=device,
@@ -189,6 +201,7 @@ class RunOptions:
     precision: str = "fp32"
     resume: bool = False  # continue unfinished runs, keep finished ones (auditor.training.run)
     probe: bool = False  # add the post-hoc probe's columns (auditor.training.probe)
+    reading: DataOptions | None = None  # how to read the data (image size, column, split rule)
 
 
 def run_row(
@@ -222,7 +235,7 @@ def run_row(
         "teacher": str(teacher.path),
         "epochs_run": result.epochs_run,
         "stopped_by": result.stopped_by,
-        **certify_run(out, teacher.path, data, x_test, result.config.device),
+        **certify_run(out, teacher.path, data, x_test, options.reading, result.config.device),
     }
     if options.probe:
         assert teacher.p_test is not None  # a table with the probe computes them (auditor.training.presets)
@@ -275,16 +288,18 @@ def run_rows(
     epochs: int = DEFAULT_EPOCHS,
     on_run: Callable[[str], None] | None = None,
     save_seeds: Sequence[int] | None = None,
+    reading: DataOptions | None = None,
     device: str = "cpu",
     precision: str = "fp32",
 ) -> pd.DataFrame:
     """Train and certify every (row, seed): one line each. Checkpoints of ``save_seeds`` (default:
-    all) go to ``models_dir`` as ``<row>-s<seed>.safetensors``; the others to a temporary folder."""
-    inputs = load_training_data(data, "train", teacher)
-    test = open_dataset(data, "test")
+    all) go to ``models_dir`` as ``<row>-s<seed>.safetensors``; the others to a temporary folder.
+    ``reading`` says how to read ``data`` (its image size, column and split rule)."""
+    inputs = load_training_data(data, "train", teacher, reading)
+    test = open_dataset(data, "test", options=reading)
     x_test = torch.from_numpy(test.read(0, test.num_samples))
     teachers = {0: TeacherRun(Path(teacher), inputs)}
-    options = RunOptions(epochs=epochs, device=device, precision=precision)
+    options = RunOptions(epochs=epochs, device=device, precision=precision, reading=reading)
     keep = set(seeds if save_seeds is None else save_seeds)
     records = []
     with tempfile.TemporaryDirectory(prefix="vae-audit-reproduce-") as scratch:
@@ -367,6 +382,7 @@ def reproduce(
     rows: Sequence[Row] = DEFAULT_ROWS,
     save_seeds: Sequence[int] | None = None,
     on_run: Callable[[str], None] | None = None,
+    reading: DataOptions | None = None,
     device: str = "cpu",
     precision: str = "fp32",
 ) -> pd.DataFrame:
@@ -385,7 +401,7 @@ def reproduce(
     keep = ([] if models_out is None else list(seeds[:1])) if save_seeds is None else list(save_seeds)
     with tempfile.TemporaryDirectory(prefix="vae-audit-models-") as scratch:
         where = Path(models_out) if models_out else Path(scratch)
-        runs = run_rows(data, seeds, Path(teacher), where, rows, epochs, on_run, keep, device, precision)
+        runs = run_rows(data, seeds, Path(teacher), where, rows, epochs, on_run, keep, reading, device, precision)
     return write_tables(runs, Path(out))
 
 

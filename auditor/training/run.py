@@ -24,6 +24,7 @@ from ..sources.arrays import row_ranges
 from ..sources.atomic import atomic_write_text
 from ..sources.checkpoint import load_checkpoint, save_checkpoint
 from ..sources.datasets.dataset import Dataset, to_unit_float
+from ..sources.datasets.options import DataOptions
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import InputRecord, sha256_file
 from ..sources.teachers.files import load_teacher
@@ -68,19 +69,24 @@ def inputs_record(records: Sequence[InputRecord]) -> dict:
     return {"num_inputs": len(listed), "inputs_sha256sum_sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
-def read_split(data: str, split: str | None) -> tuple[Dataset, torch.Tensor]:
-    """The split opened and read whole, in its stored dtype (the trainer holds it in memory)."""
-    dataset = open_dataset(data, split)
+def read_split(data: str, split: str | None, reading: DataOptions | None = None) -> tuple[Dataset, torch.Tensor]:
+    """The split opened (with the reading options) and read whole, in its stored dtype (the trainer
+    holds it in memory)."""
+    dataset = open_dataset(data, split, options=reading)
     return dataset, torch.from_numpy(dataset.read(0, dataset.num_samples))
 
 
 def load_training_data(
-    data: str, split: str | None, teacher_path: Path, samples: tuple[Dataset, torch.Tensor] | None = None
+    data: str,
+    split: str | None,
+    teacher_path: Path,
+    reading: DataOptions | None = None,
+    samples: tuple[Dataset, torch.Tensor] | None = None,
 ) -> TrainingData:
-    """Read the split (or take ``samples`` read before) and run the teacher on it, checking that
-    the two fit together."""
+    """Read the split (with the reading options; or take ``samples`` read before) and run the
+    teacher on it, checking that the two fit together."""
     teacher_path = Path(teacher_path)
-    dataset, x = read_split(data, split) if samples is None else samples
+    dataset, x = read_split(data, split, reading) if samples is None else samples
     teacher = load_teacher(teacher_path, False, dataset.sample_shape).eval()
     size = math.prod(dataset.sample_shape)
     if teacher.input_dim is not None and teacher.input_dim != size:
@@ -100,6 +106,9 @@ def load_training_data(
         "data": {
             "spec": data,
             "split": dataset.split,
+            "split_rule": dataset.split_rule,
+            "image_size": reading.image_size if reading else None,
+            "column": reading.column if reading else None,
             "num_samples": dataset.num_samples,
             **inputs_record(dataset.inputs),
         },
@@ -203,6 +212,7 @@ def train_to_file(
     out: Path,
     init_path: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    reading: DataOptions | None = None,
     *,
     resume: bool = False,
     ranks: Ranks = Ranks(),
@@ -211,5 +221,5 @@ def train_to_file(
     """What ``audit train`` runs: check the arguments, read data and teacher, train, write."""
     _check_out(out)
     resolve_config(cfg, load_checkpoint(init_path) if init_path is not None else None)  # argument errors first
-    inputs = load_training_data(data, split, teacher_path)
+    inputs = load_training_data(data, split, teacher_path, reading)
     return train_and_save(cfg, inputs, out, init_path, on_epoch, resume=resume, ranks=ranks, device=device)

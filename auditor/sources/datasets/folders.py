@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ...errors import AuditInputError
 from .interface import FolderFormat, Rows
+from .options import DataOptions
 from .rows import concatenate
 
 
@@ -53,16 +54,11 @@ class FixedFilesLayout(FolderFormat):
             return f"incomplete {self.name} folder: missing {', '.join(missing)}"
         return None
 
-    def open(self, folder: Path, split: str) -> Rows:
+    def open(self, folder: Path, split: str, options: DataOptions) -> Rows:
         if split == "all":
             parts = [self.open_split(self.files(folder, "train")), self.open_split(self.files(folder, "test"))]
             return concatenate(parts, f"{folder} ({self.name})")
         return self.open_split(self.files(folder, split))
-
-
-def open_folder(folder: Path, split: str, formats: Sequence[FolderFormat]) -> Rows:
-    folder, layout = recognise_folder(folder, formats)
-    return layout.open(folder, split)
 
 
 def recognise_folder(folder: Path, formats: Sequence[FolderFormat]) -> tuple[Path, FolderFormat]:
@@ -74,6 +70,12 @@ def recognise_folder(folder: Path, formats: Sequence[FolderFormat]) -> tuple[Pat
         raise AuditInputError(
             f"{folder}: holds several data sets ({', '.join(layout.name for layout in own)}); move one to its own folder"
         )
+    # A partly present layout here is most likely what the user meant: name what it misses, even
+    # when a subfolder would pass for another data set (a Tiny-ImageNet folder without its val
+    # annotations holds val/images, which looks like an image folder).
+    problems = [problem for problem in (layout.incomplete(folder) for layout in formats) if problem]
+    if problems:
+        raise AuditInputError(f"{folder}: {problems[0]}")
     found = [(sub, layout) for sub in _subfolders(folder) for layout in formats if layout.recognises(sub)]
     if len(found) == 1:
         return found[0]
@@ -89,11 +91,6 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _unrecognised(folder: Path, formats: Sequence[FolderFormat]) -> AuditInputError:
-    # A partly present layout is most likely what the user meant: name what it misses.
-    for layout in formats:
-        problem = layout.incomplete(folder)
-        if problem is not None:
-            return AuditInputError(f"{folder}: {problem}")
     return AuditInputError(
         f"{folder}: no recognisable data set in this folder (expected one of: {', '.join(layout.name for layout in formats)})"
     )

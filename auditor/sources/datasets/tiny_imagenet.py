@@ -14,9 +14,11 @@ name. Samples are (3, 64, 64) uint8 (channel, row, column), like CIFAR's; the se
 JPEGs become three equal planes. Images are decoded batch by batch, so memory stays flat in N.
 
 Every name the index files give is checked before it becomes a path (a class id or file name with
-a ``/`` or ``..`` is refused), every listed file must exist, and every image must be a 64×64 JPEG:
-Pillow is asked for its JPEG decoder only, and the size is read from the header before decoding.
-Pillow is an optional dependency (``pip install 'vae-audit[images]'``).
+a ``/`` or ``..`` is refused), and every listed file must exist. Images are decoded as image
+folders' are (:mod:`auditor.sources.datasets.images`: Pillow's PNG and JPEG decoders only, the
+header checked before the pixels are decoded) to RGB, and each must be 64×64. Pillow is the
+optional extra ``images``. Every file read is an input, with its sha256 (an image folder's manifest
+is defined for that layout, not this one).
 """
 
 from __future__ import annotations
@@ -27,57 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import AuditInputError
+from .image_folder import ImageFiles
+from .images import IMAGE_SUFFIXES, ImageLayout
 from .interface import FolderFormat, Rows
+from .options import DataOptions
 from .rows import concatenate
 
-SAMPLE_SHAPE = (3, 64, 64)
-IMAGE_SIZE = (64, 64)  # Pillow's (width, height)
-IMAGE_SUFFIXES = (".jpeg", ".jpg")
+# Every image decoded to RGB at the set's own size: a grayscale JPEG becomes three equal planes,
+# and an image of another size is refused, not resized.
+LAYOUT = ImageLayout("RGB", (64, 64), resize=False)
 # A class id or file name: letters, digits, '_', '-', '.', never a path of its own.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 MAX_INDEX_BYTES = 64 << 20  # wnids.txt and val_annotations.txt are well below this (≈ 0.3 MB)
-
-
-def _pillow():
-    try:
-        from PIL import Image
-    except ImportError:
-        raise AuditInputError(
-            "reading Tiny-ImageNet needs Pillow: pip install 'vae-audit[images]' (or pip install Pillow)"
-        ) from None
-    return Image
-
-
-class JpegRows:
-    """Rows of 64×64 images, one JPEG file per row, decoded when read."""
-
-    def __init__(self, paths: list[Path]):
-        self.paths = paths
-        self.shape = (len(paths), *SAMPLE_SHAPE)
-        self.dtype = np.dtype(np.uint8)
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        image_module = _pillow()
-        paths = self.paths[max(0, start) : stop]
-        out = np.empty((len(paths), *SAMPLE_SHAPE), np.uint8)
-        for i, path in enumerate(paths):
-            out[i] = _decode(image_module, path)
-        return out
-
-
-def _decode(image_module, path: Path) -> np.ndarray:
-    try:
-        with image_module.open(path, formats=["JPEG"]) as image:
-            if image.size != IMAGE_SIZE:
-                width, height = image.size
-                raise AuditInputError(f"{path}: image is {width}×{height}; Tiny-ImageNet images are 64×64")
-            rgb = np.asarray(image.convert("RGB"))
-    except AuditInputError:
-        raise
-    except (OSError, SyntaxError, ValueError, image_module.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise AuditInputError(f"{path}: not a readable JPEG image ({reason})") from None
-    return rgb.transpose(2, 0, 1)
 
 
 def _index_lines(path: Path) -> list[str]:
@@ -126,7 +89,7 @@ def _train_split(folder: Path, wnids: list[str]) -> Rows:
         paths += found
         labels += [label] * len(found)
     label_array = np.array(labels, dtype=np.int64)
-    return Rows(JpegRows(paths), lambda: label_array, [folder / "wnids.txt", *paths])
+    return Rows(ImageFiles(paths, LAYOUT), lambda: label_array, [folder / "wnids.txt", *paths])
 
 
 def _val_split(folder: Path, wnids: list[str]) -> Rows:
@@ -154,7 +117,7 @@ def _val_split(folder: Path, wnids: list[str]) -> Rows:
     names = sorted(labelled)
     paths = [images / name for name in names]
     label_array = np.array([labelled[name] for name in names], dtype=np.int64)
-    return Rows(JpegRows(paths), lambda: label_array, [folder / "wnids.txt", annotations, *paths])
+    return Rows(ImageFiles(paths, LAYOUT), lambda: label_array, [folder / "wnids.txt", annotations, *paths])
 
 
 class TinyImageNet(FolderFormat):
@@ -174,7 +137,7 @@ class TinyImageNet(FolderFormat):
             return f"incomplete {self.name} folder: missing {', '.join(missing)}"
         return None
 
-    def open(self, folder: Path, split: str) -> Rows:
+    def open(self, folder: Path, split: str, options: DataOptions) -> Rows:
         wnids = read_wnids(folder)
         if split == "train":
             return _train_split(folder, wnids)

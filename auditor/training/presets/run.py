@@ -29,6 +29,7 @@ from ...errors import AuditInputError
 from ...sources.atomic import atomic_write_text
 from ...sources.datasets.dataset import Dataset
 from ...sources.datasets.features import unit_features
+from ...sources.datasets.options import DataOptions
 from ...sources.datasets.registry import open_dataset
 from ...sources.hashing import sha256_file
 from ...sources.teachers.files import save_teacher
@@ -149,6 +150,7 @@ def reproduce_preset(
     overrides: Sequence[str] = (),
     resume: bool = False,
     on_run: Callable[[str], None] | None = None,
+    reading: DataOptions | None = None,
 ) -> pd.DataFrame:
     """Run ``preset`` on ``data`` into the folder ``out`` (module docstring); returns the summary table."""
     preset, parsed = apply_overrides(preset, list(overrides))
@@ -164,16 +166,17 @@ def reproduce_preset(
         precision=check_precision(precision),
         resume=resume,
         probe=True,
+        reading=reading,
     )
     _check_rows(preset, chosen, options)
-    dataset, x_train = read_split(data, "train")
+    dataset, x_train = read_split(data, "train", reading)
     if dataset.sample_shape != preset.sample_shape:
         raise AuditInputError(
             f"--preset {preset.name} expects samples of shape {preset.sample_shape}; "
             f"{data!r} holds {dataset.sample_shape}"
         )
     _check_search(preset, dataset.num_samples, math.prod(dataset.sample_shape))
-    test = open_dataset(data, "test")
+    test = open_dataset(data, "test", options=reading)
     x_test = torch.from_numpy(test.read(0, test.num_samples))
     out = Path(out)
     description = {
@@ -198,7 +201,7 @@ def reproduce_preset(
             search_seed = seed if preset.teachers == "per-seed" else index
             path = out / "teachers" / f"teacher-{name}.pt"
             search_teacher(x_train, dataset, fit_rows, where, preset.search, search_seed, beta, path, resume)
-            inputs = load_training_data(data, "train", path, samples=(dataset, x_train))
+            inputs = load_training_data(data, "train", path, reading, samples=(dataset, x_train))
             runs[name] = TeacherRun(path, inputs, teacher_on_test(path, x_test, test.sample_shape))
         return runs[name]
 
