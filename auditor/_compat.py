@@ -79,7 +79,12 @@ MOVED: dict[str, tuple[str, ...]] = {
     ),
     "auditor.teacher_search": ("auditor.teachers.search",),
     "auditor.tensorfile": ("auditor.sources.arrays",),
-    "auditor.train": ("auditor.training.trainer", "auditor.training.config", "auditor.training.run"),
+    "auditor.train": (
+        "auditor.training.trainer",
+        "auditor.training.config",
+        "auditor.training.run",
+        "auditor.training.history",
+    ),
     "auditor.train_methods": (
         "auditor.training.methods.base",
         "auditor.training.methods.registry",

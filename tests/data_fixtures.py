@@ -20,6 +20,14 @@ def random_images(rng: np.random.Generator, count: int, shape=(3, 32, 32)) -> np
     return rng.integers(0, 256, size=(count, *shape), dtype=np.uint8)
 
 
+def images_near(rng: np.random.Generator, count: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` uint8 images, each near one of ``centres`` (K × sample shape, floats in [0, 1]) with
+    noise: data a teacher can find clusters in. Returns (images, the index of each one's centre)."""
+    labels = rng.integers(0, len(centres), size=count)
+    noisy = centres[labels] + rng.normal(0, 0.1, size=(count, *centres.shape[1:]))
+    return np.clip(np.round(noisy * 255), 0, 255).astype(np.uint8), labels
+
+
 def write_cifar10_binary(
     folder: Path, rng: np.random.Generator, train_counts=(3, 2, 4, 1, 2), test_count: int = 5
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -37,13 +45,14 @@ def write_cifar10_binary(
 
 
 def write_cifar100_binary(
-    folder: Path, rng: np.random.Generator, train_count: int = 7, test_count: int = 4
+    folder: Path, rng: np.random.Generator, train_count: int = 7, test_count: int = 4, centres: np.ndarray | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """train.bin and test.bin: records of coarse label, fine label, 3072 image bytes."""
+    """train.bin and test.bin: records of coarse label, fine label, 3072 image bytes (random, or
+    near ``centres``)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, count in (("train.bin", train_count), ("test.bin", test_count)):
-        images = random_images(rng, count)
+        images = random_images(rng, count) if centres is None else images_near(rng, count, centres)[0]
         coarse = rng.integers(0, 20, size=count, dtype=np.uint8)
         fine = rng.integers(20, 100, size=count, dtype=np.uint8)  # disjoint from coarse on purpose
         records = np.concatenate([coarse[:, None], fine[:, None], images.reshape(count, 3072)], axis=1)
@@ -122,16 +131,75 @@ def write_mnist(
     cols: int = 28,
     gzipped: bool = False,
     dotted: bool = False,
+    centres: np.ndarray | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The four MNIST IDX files; returns {"train": (images, labels), "test": (...)}."""
+    """The four MNIST IDX files (random images, or near ``centres`` of shape K × rows × cols);
+    returns {"train": (images, labels), "test": (...)}."""
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gzipped else ""
     written = {}
     for split, prefix, count in (("train", "train", train_count), ("test", "t10k", test_count)):
-        images = rng.integers(0, 256, size=(count, rows, cols), dtype=np.uint8)
+        if centres is None:
+            images = rng.integers(0, 256, size=(count, rows, cols), dtype=np.uint8)
+        else:
+            images = images_near(rng, count, centres)[0]
         labels = rng.integers(0, 10, size=count, dtype=np.uint8)
         sep = "." if dotted else "-"
         write_idx(folder / f"{prefix}-images{sep}idx3-ubyte{suffix}", images)
         write_idx(folder / f"{prefix}-labels{sep}idx1-ubyte{suffix}", labels)
         written[split] = (images, labels)
+    return written
+
+
+def write_tiny_imagenet(
+    folder: Path,
+    rng: np.random.Generator,
+    wnids=("n02", "n01", "n03"),
+    train_per_class: int = 4,
+    val_count: int = 5,
+    centres: np.ndarray | None = None,
+) -> dict[str, list[tuple[Path, int]]]:
+    """Tiny-ImageNet-200's layout with small 64×64 JPEGs: wnids.txt (in the order given, not
+    sorted), train/<wnid>/images/<wnid>_<i>.JPEG with a boxes file beside, val/images/val_<i>.JPEG
+    with val/val_annotations.txt (in shuffled line order), and an unlabelled test/images/.
+
+    Images are noise, or noise around ``centres[label]`` (C×H×W floats in [0, 1]) when given.
+    Returns {"train": [(path, label)], "test": [(path, label)]} in the documented read order
+    (classes by sorted wnid, files by sorted name), labels indexing the sorted wnids."""
+    from PIL import Image
+
+    def image(label: int) -> Image.Image:
+        if centres is None:
+            pixels = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+        else:
+            noisy = centres[label].transpose(1, 2, 0) + rng.normal(0, 0.1, size=(64, 64, 3))
+            pixels = np.clip(np.round(noisy * 255), 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels, "RGB")
+
+    label_of = {wnid: label for label, wnid in enumerate(sorted(wnids))}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (folder / "words.txt").write_text("".join(f"{w}\tthing {w}\n" for w in wnids))
+    written: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
+    for wnid in sorted(wnids):
+        images = folder / "train" / wnid / "images"
+        images.mkdir(parents=True)
+        (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
+        for i in range(train_per_class):
+            path = images / f"{wnid}_{i}.JPEG"
+            image(label_of[wnid]).save(path, "JPEG", quality=95)
+            written["train"].append((path, label_of[wnid]))
+    written["train"].sort(key=lambda item: (sorted(wnids).index(item[0].parent.parent.name), item[0].name))
+    (folder / "val" / "images").mkdir(parents=True)
+    lines = []
+    for i in range(val_count):
+        wnid = wnids[int(rng.integers(0, len(wnids)))]
+        path = folder / "val" / "images" / f"val_{i}.JPEG"
+        image(label_of[wnid]).save(path, "JPEG", quality=95)
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63\n")
+        written["test"].append((path, label_of[wnid]))
+    written["test"].sort(key=lambda item: item[0].name)
+    (folder / "val" / "val_annotations.txt").write_text("".join(rng.permutation(lines)))
+    (folder / "test" / "images").mkdir(parents=True)
+    image(0).save(folder / "test" / "images" / "test_0.JPEG", "JPEG")
     return written

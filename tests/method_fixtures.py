@@ -20,6 +20,13 @@ def digits_teacher(tmp_path_factory):
     return path
 
 
+def save_digits_teacher(path):
+    """PCA(10) → 10-component GMM at τ 1 on digits' training split (the trainer tests' teacher), saved to ``path``."""
+    train = open_dataset("digits", "train")
+    save_teacher(fit_pca_gmm(train.read(0, train.num_samples), rank=10, num_classes=10, temperature=1.0, seed=0), path)
+    return path
+
+
 def train_and_certify(method: str, tmp_path, capsys, teacher, epochs: int = 3) -> dict:
     """`audit train --method METHOD` briefly on digits, then `audit certify` of its checkpoint on the test split."""
     out = tmp_path / f"{method}.safetensors"

@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from auditor.audit.distributed import Ranks, combine_across_ranks, process_group
 from auditor.sources.hashing import HASH_SKIPPED, hashing_skipped, sha256_file
 
 from . import pass_fixtures as fx
+from .cli_run import run_in_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,23 +67,7 @@ def _numbers(tree, prefix=""):
 
 
 def _certify(args, nproc=None, cwd=REPO):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    launcher = (
-        [sys.executable, "-m", "auditor"]
-        if nproc is None
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-            "-m",
-            "auditor",
-        ]
-    )
-    return subprocess.run([*launcher, "certify", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return run_in_processes(["certify", *args], nproc, cwd)
 
 
 def test_two_gloo_processes_give_the_single_process_numbers(tmp_path):

@@ -22,7 +22,7 @@ from auditor.certificate.state import nonfinite_rows
 from auditor.cli.app import main as cli_main
 from auditor.errors import AuditInputError
 from auditor.reports.progress import BatchProgress, progress_wanted
-from auditor.sources.arrays import InMemoryArray, row_ranges
+from auditor.sources.arrays import InMemoryArray, open_array, read_rows, row_ranges
 
 from . import pass_fixtures as fx
 from . import reference as ref
@@ -58,10 +58,46 @@ def test_prefetching_yields_the_plain_loops_batches():
     ranges = list(row_ranges(0, 53, 10))
     plain = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=False))
     ahead = list(host_batches({"x": InMemoryArray(x)}, ranges, prefetch=True))
-    assert [(b.begin, b.end) for b in ahead] == [(b.begin, b.end) for b in plain] == ranges
+    assert [b.rows for b in ahead] == [b.rows for b in plain] == ranges
     for a, b in zip(ahead, plain):
         assert torch.equal(a.tensors["x"], b.tensors["x"])
     assert torch.equal(torch.cat([b.tensors["x"] for b in ahead]), torch.from_numpy(x))
+
+
+def test_shuffled_index_batches_travel_like_row_ranges(tmp_path):
+    """The trainer's batches: row indices in any order, from memory or from a file, read ahead."""
+    x = fx.inputs(53)
+    np.save(tmp_path / "x.npy", x)
+    order = np.random.default_rng(0).permutation(53)
+    selections = [order[i : i + 10] for i in range(0, 53, 10)]
+    for reader in (InMemoryArray(x), open_array(tmp_path / "x.npy", "x")):
+        batches = list(host_batches({"x": reader}, selections, prefetch=True))
+        assert [b.size for b in batches] == [10, 10, 10, 10, 10, 3]
+        for batch, rows in zip(batches, selections):
+            assert batch.rows is rows and torch.equal(batch.tensors["x"], torch.from_numpy(x[rows]))
+
+
+class _CountingReader:
+    """A reader over an array that records each read it is asked for."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.reads = array, array.shape, array.dtype, []
+
+    def read(self, start, stop):
+        self.reads.append((start, stop))
+        return self.array[start:stop].copy()
+
+
+@given(st.lists(st.integers(0, 39), max_size=30))
+@settings(max_examples=50, deadline=None)
+def test_reading_indices_reads_each_run_of_consecutive_rows_once(indices):
+    x = fx.inputs(40)
+    reader = _CountingReader(x)
+    rows = np.array(indices, dtype=np.int64)
+    assert np.array_equal(read_rows(reader, rows), x[rows])
+    unique = np.unique(rows)
+    runs = 0 if not len(unique) else 1 + int((np.diff(unique) > 1).sum())
+    assert len(reader.reads) == runs
 
 
 def test_prefetched_pass_gives_identical_state():
@@ -550,9 +586,10 @@ def test_cuda_copies_run_one_batch_ahead_and_compute_waits_for_its_own_copy(monk
         return moved
 
     monkeypatch.setattr(transfer, "copy_to", fake_copy)
-    host = [prefetch.Batch(i, i + 1, {"x": torch.full((1, 2), float(i))}) for i in range(3)]
+    host = [prefetch.Batch((i, i + 1), {"x": torch.full((1, 2), float(i))}) for i in range(3)]
     order = []
-    for begin, _end, batch, _ in transfer.device_batches(iter(host), torch.device("cuda"), cuda=fake):
+    for item in transfer.device_batches(iter(host), torch.device("cuda"), cuda=fake):
+        begin, batch = item.rows[0], item.tensors
         order.append(begin)
         fake.log.append(("compute", begin))
         assert int(batch["x"][0, 0]) == begin

@@ -30,14 +30,12 @@ from auditor.training.trainer import prefit_targets
 from . import reference as ref
 from .cli_run import run
 from .data_fixtures import write_cifar10_binary
+from .method_fixtures import save_digits_teacher
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
-    train = open_dataset("digits", "train")
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_teacher(fit_pca_gmm(train.read(0, train.num_samples), rank=10, num_classes=10, temperature=1.0, seed=0), path)
-    return path
+    return save_digits_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt")
 
 
 def train_args(teacher: Path, out: Path, *extra) -> list:

@@ -61,7 +61,7 @@ def auto_batch_size(
 
     @torch.no_grad()
     def try_batch(size: int) -> None:
-        host = prefetch.read_host_batch(plan.sources, 0, size, pin=False)
+        host = prefetch.read_host_batch(plan.sources, (0, size), pin=False)
         batch = {role: transfer.copy_to(t, device) for role, t in host.items()}
         update_from_batch(plan, state_factory(), batch, precision)
         torch.cuda.synchronize(device)  # surface an asynchronous failure here, not in the pass

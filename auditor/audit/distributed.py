@@ -73,11 +73,12 @@ def device_for_rank(device: torch.device, ranks: Ranks) -> torch.device:
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device, ranks: Ranks | None = None) -> Iterator[Ranks]:
+def process_group(device: torch.device, ranks: Ranks | None = None, skip_hashing: bool = True) -> Iterator[Ranks]:
     """Join torchrun's process group for the audit (nothing when not distributed).
 
     A group that the caller already initialised is used as it is and left open. Ranks other
-    than 0 skip input hashing (rank 0 records the hashes in the report).
+    than 0 skip input hashing (rank 0 records the hashes in the report), unless ``skip_hashing``
+    is off (the trainer's ranks each check a resume file's fingerprint, hashes included).
     """
     import torch.distributed as dist
 
@@ -93,8 +94,12 @@ def process_group(device: torch.device, ranks: Ranks | None = None) -> Iterator[
         created = True
     ranks = Ranks(dist.get_rank(), dist.get_world_size(), ranks.local_rank)
     try:
-        with hashing_skipped() if not ranks.is_main else contextlib.nullcontext():
+        with hashing_skipped() if skip_hashing and not ranks.is_main else contextlib.nullcontext():
             yield ranks
+        if created:
+            # Every rank's work (rank 0's writing included) is done before any tears the group
+            # down: a gloo peer that disconnects while rank 0 is still in the group can abort it.
+            dist.barrier()
     finally:
         if created:
             dist.destroy_process_group()

@@ -95,10 +95,11 @@ def stream_pass(
     compute_size = batch_size
     try:
         host = host_batches(plan.sources, ranges, pin, prefetch, count_nonfinite=device.type == "cpu")
-        for begin, end, batch, counted in device_batches(host, device):
+        for item in device_batches(host, device):
+            batch, counted = item.tensors, item.nonfinite_rows
             counted = input_nonfinite_rows(batch) if counted is None else counted
             nonfinite = nonfinite + counted.to(state.device)
-            offset, rows = 0, end - begin
+            offset, rows = 0, item.size
             while offset < rows:
                 size = min(compute_size, rows - offset)
                 snapshot = None if worker else _state_references(state)

@@ -29,6 +29,8 @@ from ..teachers.search import (
     require_choice,
     score_candidates,
     search_record,
+    search_sidecar_path,
+    sidecar_path,
 )
 from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
@@ -180,16 +182,6 @@ def search(
         f"I_T = {chosen['I_T']:.4f} nats, E_T = {chosen['E_T']:.2f}, energy {chosen['energy']:.3f} nats\n"
         f"wrote {out}, {sidecar} and {witness}"
     )
-
-
-def sidecar_path(teacher_path: Path, kind: str) -> Path:
-    """teacher.pt → teacher.<kind>.json (beside it)."""
-    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.{kind}.json")
-
-
-def search_sidecar_path(teacher_path: Path) -> Path:
-    """teacher.pt → teacher.search.json (beside it)."""
-    return sidecar_path(teacher_path, "search")
 
 
 def search_table(table, beta: float, energy_budget: float, num_fit: int, num_holdout: int):

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
+from ..audit.distributed import device_for_rank, process_group, ranks_from_env
 from ..errors import AuditInputError
 from ..reports.progress import epoch_progress
 from ..reports.rows import fmt
 from ..training.config import TrainConfig
+from ..training.device import training_device
 from ..training.methods.registry import METHODS
 from ..training.protocols import PROTOCOLS
 from ..training.run import monitor_csv_path, train_to_file
@@ -82,9 +84,21 @@ def train(
         "--threads",
         help="CPU threads while training (1: the same bytes every run; more may round differently under load).",
     ),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu or cuda."),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        help="fp32 or bf16: autocast of the model's forward passes (losses and monitor stay fp32/fp64).",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run recorded in X.resume.pt (without one: start from the beginning)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary."),
 ) -> int:
-    """Train a VAE (optionally aligned with the simplex witness) and write a certifiable checkpoint."""
+    """Train a VAE (optionally aligned with the simplex witness) and write a certifiable checkpoint.
+
+    Under torchrun (several processes, GPUs or nodes) the batches are shared out among the ranks
+    and only rank 0 writes (see docs/training.md)."""
     if likelihood not in ("bernoulli", "gaussian"):
         raise AuditInputError(f"unknown --likelihood {likelihood!r} (use bernoulli or gaussian)")
     cfg = TrainConfig(
@@ -108,11 +122,20 @@ def train(
         prefit_epochs=prefit_epochs,
         protocol=protocol,
         threads=threads,
+        device=device,
+        precision=precision,
     )
     reading = data_options(image_size, column, test_every)
     total = epochs + (prefit_epochs if method == "prefit" else 0)
-    with epoch_progress(total, quiet, label=method or protocol or "training") as on_epoch:
-        result = train_to_file(cfg, data, split, teacher, out, init, on_epoch, reading)
+    ranks = ranks_from_env()
+    run_device = device_for_rank(training_device(device), ranks)
+    label, show = method or protocol or "training", not quiet and ranks.is_main
+    with process_group(run_device, ranks, skip_hashing=False), epoch_progress(total, not show, label) as on_epoch:
+        result = train_to_file(
+            cfg, data, split, teacher, out, init, on_epoch, reading, resume=resume, ranks=ranks, device=run_device
+        )
+    if not ranks.is_main:
+        return 0  # rank 0 writes and prints (see audit certify for why the others exit 0)
     if not quiet:
         last = result.history[-1]
         verdict = "certified" if last["certified"] else "not certified"

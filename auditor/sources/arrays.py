@@ -312,6 +312,36 @@ def row_ranges(start: int, stop: int, batch_size: int) -> Iterator[tuple[int, in
         yield begin, min(begin + batch_size, stop)
 
 
+# Rows [begin, end) of a reader, or the rows at these indices, in this order (a shuffled batch).
+RowSelection = tuple[int, int] | np.ndarray
+
+
+def selection_size(rows: RowSelection) -> int:
+    return rows[1] - rows[0] if isinstance(rows, tuple) else len(rows)
+
+
+def read_rows(reader: ArrayReader, rows: RowSelection) -> np.ndarray:
+    """The rows ``rows`` selects from ``reader``, in its order (an array of their own for indices).
+
+    Indices into an array in memory are gathered at once; a reader that picks rows
+    (``read_picked``, e.g. image files) gets the distinct indices in increasing order; from any
+    other reader each run of consecutive indices is read with one ``read`` call, so a file is
+    never read row by row when the rows asked for lie together.
+    """
+    if isinstance(rows, tuple):
+        return reader.read(*rows)
+    indices = np.asarray(rows, dtype=np.int64)
+    if isinstance(reader, InMemoryArray):
+        return reader.array[indices]
+    if not len(indices):
+        return np.empty((0, *reader.shape[1:]), reader.dtype)
+    unique, position = np.unique(indices, return_inverse=True)
+    if hasattr(reader, "read_picked"):  # a reader that reads increasing rows without those between
+        return reader.read_picked(unique)[position]
+    runs = np.split(unique, np.flatnonzero(np.diff(unique) > 1) + 1)
+    return np.concatenate([reader.read(int(run[0]), int(run[-1]) + 1) for run in runs])[position]
+
+
 def first_rows(reader: ArrayReader, limit: int | None) -> ArrayReader:
     """The first ``limit`` rows of ``reader`` (all of them for None), still read lazily."""
     if limit is None or reader.shape[0] <= limit:

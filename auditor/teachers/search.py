@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,3 +210,13 @@ def _json_row(row: pd.Series) -> dict:
             value = float(value)
             out[key] = value if math.isfinite(value) else None
     return out
+
+
+def sidecar_path(teacher_path: Path, kind: str) -> Path:
+    """teacher.pt → teacher.<kind>.json (beside it)."""
+    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.{kind}.json")
+
+
+def search_sidecar_path(teacher_path: Path) -> Path:
+    """teacher.pt → teacher.search.json (beside it)."""
+    return sidecar_path(teacher_path, "search")

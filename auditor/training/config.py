@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import AuditInputError
 from ..sources.checkpoint import Checkpoint
+from .device import check_precision, training_device
 from .methods.registry import METHODS, get_method
 from .protocols import get_protocol
 
@@ -49,7 +50,9 @@ class TrainConfig:
     cycle_ratio: float = 0.5
     prefit_epochs: int = 10
     protocol: str | None = None
-    threads: int = 1  # intra-op threads while training (see _deterministic)
+    threads: int = 1  # intra-op threads while training (see auditor.training.device.deterministic)
+    device: str = "auto"  # auto, cpu or cuda; resolved to the device type that runs
+    precision: str = "fp32"  # fp32 or bf16 (autocast of the model's forward passes)
     extra: dict = field(default_factory=dict)
 
     def architecture(self, input_shape: tuple[int, ...]) -> dict:
@@ -96,6 +99,7 @@ def _check_positive(cfg: TrainConfig) -> None:
 def resolve_config(cfg: TrainConfig, init: Checkpoint | None) -> TrainConfig:
     """Fill defaults (or the --init checkpoint's architecture and β) and check everything fits."""
     _check_positive(cfg)
+    cfg = replace(cfg, device=training_device(cfg.device).type, precision=check_precision(cfg.precision))
     protocol = get_protocol(cfg.protocol)
     if protocol is not None and init is None:
         raise AuditInputError(f"--protocol {protocol.name} continues a trained model: give --init CHECKPOINT")

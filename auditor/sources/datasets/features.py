@@ -12,11 +12,16 @@ from .dataset import Dataset, to_unit_float
 
 def dataset_features(dataset: Dataset) -> np.ndarray:
     """All samples of ``dataset`` as an N×D float64 matrix of the audit pass's [0, 1] inputs."""
-    samples = to_unit_float(torch.from_numpy(dataset.read(0, dataset.num_samples)))
-    x = samples.reshape(samples.shape[0], -1).to(torch.float64).numpy()
+    return unit_features(dataset.read(0, dataset.num_samples), dataset.spec)
+
+
+def unit_features(samples: np.ndarray, spec: str) -> np.ndarray:
+    """Samples in their stored dtype as an N×D float64 matrix of the audit pass's [0, 1] inputs."""
+    unit = to_unit_float(torch.from_numpy(np.ascontiguousarray(samples)))
+    x = unit.reshape(unit.shape[0], -1).to(torch.float64).numpy()
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise AuditInputError(f"data set {dataset.spec!r} contains NaN or inf in {bad} samples")
+        raise AuditInputError(f"data set {spec!r} contains NaN or inf in {bad} samples")
     return x
 
 

@@ -70,6 +70,12 @@ def recognise_folder(folder: Path, formats: Sequence[FolderFormat]) -> tuple[Pat
         raise AuditInputError(
             f"{folder}: holds several data sets ({', '.join(layout.name for layout in own)}); move one to its own folder"
         )
+    # A partly present layout here is most likely what the user meant: name what it misses, even
+    # when a subfolder would pass for another data set (a Tiny-ImageNet folder without its val
+    # annotations holds val/images, which looks like an image folder).
+    problems = [problem for problem in (layout.incomplete(folder) for layout in formats) if problem]
+    if problems:
+        raise AuditInputError(f"{folder}: {problems[0]}")
     found = [(sub, layout) for sub in _subfolders(folder) for layout in formats if layout.recognises(sub)]
     if len(found) == 1:
         return found[0]
@@ -85,11 +91,6 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _unrecognised(folder: Path, formats: Sequence[FolderFormat]) -> AuditInputError:
-    # A partly present layout is most likely what the user meant: name what it misses.
-    for layout in formats:
-        problem = layout.incomplete(folder)
-        if problem is not None:
-            return AuditInputError(f"{folder}: {problem}")
     return AuditInputError(
         f"{folder}: no recognisable data set in this folder (expected one of: {', '.join(layout.name for layout in formats)})"
     )

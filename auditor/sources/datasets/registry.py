@@ -28,6 +28,7 @@ from .options import OPTION_NAMES, DataOptions
 from .saved_dataset import SavedDataset
 from .split_rule import DEFAULT_TEST_EVERY, apply_split_rule, rule_text
 from .tensor_file import TensorFile
+from .tiny_imagenet import TinyImageNet
 
 # Built-in data sets: name → description.
 DATASETS: dict[str, str] = {"digits": digits.DESCRIPTION}
@@ -57,6 +58,7 @@ FOLDER_FORMATS: tuple[FolderFormat, ...] = (
         open_idx_split,
         idx_spellings,
     ),
+    TinyImageNet(),
     ImageFolder(),
     SavedDataset(),
 )

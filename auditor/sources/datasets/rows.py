@@ -21,7 +21,7 @@ def concatenate(parts: list[Rows], what: str) -> Rows:
     return Rows(
         ConcatenatedRows([part.rows for part in parts]),
         concatenated_labels([part.labels for part in parts]),
-        [path for part in parts for path in part.files],
+        list(dict.fromkeys(path for part in parts for path in part.files)),  # a file both splits read, once
         [folder for part in parts for folder in part.image_folders],
     )
 
