@@ -12,6 +12,7 @@ from ..audit.distributed import is_main_process
 from ..audit.pipeline import run_audit
 from ..audit.request import AuditRequest
 from ..certificate.document import certificate_dict, certificate_json
+from ..reports.escape import rich_text
 from ..reports.progress import BatchProgress, progress_wanted
 from ..reports.terminal import print_summary
 from ..reports.writer import append_github_step_summary, parse_formats, write_reports
@@ -115,7 +116,7 @@ def certify(
     if not quiet:
         console = Console(stderr=json_out)  # colour only when that stream is a terminal (rich decides)
         print_summary(cert, console)
-        console.print(f"wrote {', '.join(str(p) for p in written)}")
+        console.print(rich_text(f"wrote {', '.join(str(p) for p in written)}"))
     return 0 if result.verdict.certified else 1
 
 

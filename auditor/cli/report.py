@@ -13,6 +13,7 @@ import typer
 
 from ..certificate.check import load_certificate
 from ..errors import AuditInputError
+from ..reports.escape import terminal_text
 from ..reports.writer import RENDERERS, write_reports
 
 
@@ -29,7 +30,7 @@ def report(
     cert = load_certificate(certificate)
     out_dir = out if out is not None else certificate.parent
     for path in write_reports(cert, out_dir, fmt_list, with_json=False):
-        print(f"wrote {path}")
+        print(terminal_text(f"wrote {path}"))
     return 0
 
 

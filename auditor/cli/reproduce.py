@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import AuditInputError
+from ..reports.escape import terminal_text
 from ..training.reproduce import DEFAULT_EPOCHS, DEFAULT_ROWS, markdown_table, parse_seeds, reproduce, select_rows
 
 # Named here, not in the default below: mypy misreads a generator in a default (python/mypy#9346).
@@ -64,7 +65,7 @@ def reproduce_command(
         progress.advance(task)
     if not quiet:
         print(markdown_table(summary), end="")
-        print(f"wrote {out / 'table.md'}, {out / 'table.csv'} and {out / 'runs.csv'}")
+        print(terminal_text(f"wrote {out / 'table.md'}, {out / 'table.csv'} and {out / 'runs.csv'}"))
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import AuditInputError
+from ..reports.escape import terminal_text
 from ..reports.progress import epoch_progress
 from ..reports.rows import fmt
 from ..training.config import TrainConfig
@@ -112,9 +113,11 @@ def train(
         last = result.history[-1]
         verdict = "certified" if last["certified"] else "not certified"
         print(
-            f"wrote {out} and {monitor_csv_path(out)}: {result.epochs_run} epochs ({result.config.method}"
-            f"{', protocol ' + result.config.protocol if result.config.protocol else ''}, stopped by {result.stopped_by}); "
-            f"training-data margin {last['margin']:.4f}, LCB {fmt(last['margin_lcb'], 3)} → {verdict} on {split}"
+            terminal_text(
+                f"wrote {out} and {monitor_csv_path(out)}: {result.epochs_run} epochs ({result.config.method}"
+                f"{', protocol ' + result.config.protocol if result.config.protocol else ''}, stopped by {result.stopped_by}); "
+                f"training-data margin {last['margin']:.4f}, LCB {fmt(last['margin_lcb'], 3)} → {verdict} on {split}"
+            )
         )
     return 0
 

@@ -15,6 +15,7 @@ import typer
 from ..audit.verify import input_status, recompute_differences
 from ..certificate.check import load_certificate
 from ..certificate.compare import RELATIVE_TOLERANCE
+from ..reports.escape import terminal_text
 
 
 def verify(
@@ -33,7 +34,7 @@ def verify(
     cert = load_certificate(certificate)
     statuses = [(record, input_status(record, root)) for record in cert["inputs"]]
     for record, status in statuses:
-        print(f"{status:8} {record['role']:14} {record['path']}")
+        print(terminal_text(f"{status:8} {record['role']:14} {record['path']}"))
     bad = sum(status != "ok" for _, status in statuses)
     if bad:
         print(f"{bad} of {len(statuses)} inputs differ from the certificate or are missing")
@@ -45,7 +46,7 @@ def verify(
     if differences:
         print(f"recomputed audit differs in {len(differences)} numbers:")
         for line in differences[:40]:
-            print(f"  {line}")
+            print(terminal_text(f"  {line}"))
         return 1
     print(f"recomputed audit: verdict and every number match (relative tolerance {RELATIVE_TOLERANCE:g})")
     return 0

@@ -6,20 +6,23 @@ One test suite, ``vae-audit``, with one test case per check:
 - ``view gap`` — skipped without a second view; fails when Ĝ − Δ_view ≤ δ;
 - ``constancy`` — fails when the encoder mean is exactly constant on the audit set.
 
-The suite's properties carry the headline numbers for dashboards.
+The suite's properties carry the headline numbers for dashboards. Strings from outside (the model
+path, the tool version, the view-gap reason) pass through :func:`~auditor.reports.escape.xml_text`:
+a control character would make the file ill-formed XML, even escaped.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from .escape import xml_text
 from .interface import ReportFormat
 
 SUITE = "vae-audit"
 
 
 def _g(value) -> str:
-    return "null" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+    return "null" if value is None else f"{value:.6g}" if isinstance(value, float) else xml_text(value)
 
 
 def _case(suite: ET.Element, name: str, classname: str) -> ET.Element:
@@ -50,7 +53,8 @@ def _view_gap_case(suite: ET.Element, cert: dict, classname: str) -> tuple[bool,
     case = _case(suite, "view gap", classname)
     view = cert.get("view_gap")
     if view is None:
-        ET.SubElement(case, "skipped", message=f"not computed: {cert.get('view_gap_reason') or 'no second view'}")
+        reason = xml_text(cert.get("view_gap_reason") or "no second view")
+        ET.SubElement(case, "skipped", message=f"not computed: {reason}")
         return False, True
     numbers = (
         f"Ĝ − Δ_view = {_g(view['margin_minus_bound'])} (Δ_view = {_g(view['bound'])}), required δ = {_g(cert['min_margin'])}; "
@@ -83,7 +87,7 @@ def _constancy_case(suite: ET.Element, cert: dict, classname: str) -> bool:
 
 def render_junit(cert: dict) -> str:
     model = cert.get("model") or {}
-    classname = f"{SUITE}.{model.get('path') or model.get('factory') or 'model'}"
+    classname = f"{SUITE}.{xml_text(model.get('path') or model.get('factory') or 'model')}"
     suite = ET.Element("testsuite", name=SUITE)
     properties = ET.SubElement(suite, "properties")
     for key in (

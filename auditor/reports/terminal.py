@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from .escape import rich_text
 from .rows import summary_rows
 
 
 def print_summary(cert: dict, console) -> None:
+    """The summary table and the verdict's meaning; every cell is a rich ``Text``, never markup."""
     from rich.table import Table
 
     table = Table(title="VAE audit certificate", show_header=False, expand=False)
@@ -13,6 +15,6 @@ def print_summary(cert: dict, console) -> None:
     table.add_column("value", justify="right")
     colour = "green" if cert["verdict"] == "certified" else "yellow"
     for label, value in summary_rows(cert):
-        table.add_row(label, f"[{colour}]{value}[/]" if label == "verdict" else value)
+        table.add_row(rich_text(label), rich_text(value, style=colour if label == "verdict" else ""))
     console.print(table)
-    console.print(cert["meaning"])
+    console.print(rich_text(cert["meaning"]))
