@@ -3,6 +3,7 @@ else — with one `error: …` line on stderr, a traceback only when asked for, 
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 import auditor.cli.certify as certify_command
 import auditor.cli.verify as verify_command
+import auditor.sources.atomic as atomic
 
 from .cli_run import run
 from .report_fixtures import certify, write_inputs
@@ -89,6 +91,19 @@ def test_debug_option_adds_the_traceback(broken_factory, capsys, monkeypatch):
     assert code == 2 and "Traceback (most recent call last)" in err
     code, _, err = run(args, capsys)  # the option does not outlive its run
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_full_disk_exits_2_and_names_it(tmp_path, capsys, monkeypatch):
+    code, _ = certify(tmp_path, formats="json")
+    assert code == 0
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic, "_write_all", full)
+    code, out, err = run(["report", tmp_path / "report" / "certificate.json", "--format", "md"], capsys)
+    assert code == 2 and out == ""
+    assert err == "error: OSError: [Errno 28] No space left on device\n"
 
 
 def test_a_crash_in_verify_is_not_a_verdict(tmp_path, capsys, monkeypatch):

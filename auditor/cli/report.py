@@ -15,6 +15,7 @@ from ..certificate.check import load_certificate
 from ..errors import AuditInputError
 from ..reports.escape import terminal_text
 from ..reports.writer import RENDERERS, write_reports
+from ..sources.atomic import folder_problem
 
 
 def report(
@@ -27,8 +28,11 @@ def report(
     unknown = [f for f in fmt_list if f not in RENDERERS]
     if unknown or not fmt_list:
         raise AuditInputError(f"--format must list some of {', '.join(RENDERERS)} (got {formats!r})")
-    cert = load_certificate(certificate)
     out_dir = out if out is not None else certificate.parent
+    cert = load_certificate(certificate)
+    problem = folder_problem(out_dir)
+    if problem is not None:
+        raise AuditInputError(f"--out {out_dir}: {problem}")
     for path in write_reports(cert, out_dir, fmt_list, with_json=False):
         print(terminal_text(f"wrote {path}"))
     return 0
