@@ -71,15 +71,27 @@ def markdown_text(text: object) -> str:
     What is left is every character that opens an inline construct of CommonMark, GFM or
     GitHub: the backslash (escapes), the backtick (code spans), ``*`` and ``_`` (emphasis), ``~``
     (strikethrough), ``[ ] !`` (links, images), ``< >`` (autolinks, HTML), ``&`` (entities),
-    ``|`` (table cells) and ``$`` (GitHub's maths). Each gets a backslash, which CommonMark
+    ``|`` (table cells) and ``$`` (GitHub's maths). Each gets a backslash (an ``_`` inside a word
+    needs none), which CommonMark
     allows before any ASCII punctuation (in a GFM cell ``\\|`` is how a pipe is written).
     Leading and trailing whitespace, which renderers trim, is kept as numeric character references.
     """
-    body = "".join("\\" + ch if ch in _MARKDOWN_ACTIVE else ch for ch in visible(text))
+    shown = visible(text)
+    body = "".join("\\" + ch if _markdown_active(shown, i) else ch for i, ch in enumerate(shown))
     core = body.strip()
     lead = body[: len(body) - len(body.lstrip())]
     trail = body[len(lead) + len(core) :]
     return "".join(f"&#{ord(ch)};" for ch in lead) + core + "".join(f"&#{ord(ch)};" for ch in trail)
+
+
+def _markdown_active(text: str, i: int) -> bool:
+    """Whether ``text[i]`` could open an inline construct. An ``_`` between two letters or digits
+    cannot (CommonMark: it is both left- and right-flanking there, and not next to punctuation),
+    so ``I_T`` stays as it is written."""
+    ch = text[i]
+    if ch == "_" and 0 < i < len(text) - 1:
+        return not (text[i - 1].isalnum() and text[i + 1].isalnum())
+    return ch in _MARKDOWN_ACTIVE
 
 
 def markdown_code(text: object, in_table: bool = False) -> str:
