@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import norm
 
 from ..errors import AuditInputError
+from .rounding import margin_rounding_bound
 from .witness import WitnessSpec, analytic_energy
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Var_x E[z_d | x] > 0.01
@@ -40,6 +41,7 @@ class CertificateNumbers:
     alignment_loss: float  # L
     margin: float  # Ĝ = I_T − L
     margin_std_error: float | None  # sqrt(var ψ / N); None when N < 2
+    margin_rounding_bound: float  # what float64 rounding (and rows summing to < 1) can add to Ĝ
     teacher_marginal_entropy: float  # H(p̄)
     teacher_mean_entropy: float  # mean H(p_i)
     mean_cross_entropy: float
@@ -62,6 +64,16 @@ def confidence_z(confidence: float) -> float:
     if not (0.0 <= confidence < 1.0):
         raise AuditInputError(f"--confidence must be in [0, 1), got {confidence}")
     return max(0.0, float(norm.ppf(confidence))) if confidence > 0 else 0.0
+
+
+def logit_scale(v: dict[str, np.ndarray], spec: WitnessSpec) -> float:
+    """Z = β·‖w‖ with w_j = max_i |μ_ij| over the witness rows: no witness logit |β(Sᵀμ_i)_k| exceeds it
+    (the columns of S have unit norm). Scaled by its largest entry, so that only a Z beyond float64
+    itself overflows."""
+    rows = slice(spec.offset, spec.offset + spec.num_classes - 1)
+    w = np.maximum(np.abs(v["min_mu"][rows]), np.abs(v["max_mu"][rows]))
+    top = float(w.max(initial=0.0))
+    return spec.beta * top * float(np.linalg.norm(w / top)) if top > 0 else 0.0
 
 
 def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: bool) -> CertificateNumbers:
@@ -137,6 +149,9 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         ],
     }
 
+    rounding = margin_rounding_bound(
+        K, spec.latent_dim, int(n), h_bar, mean_ce, float(p_bar.sum()), logit_scale(v, spec)
+    )
     return CertificateNumbers(
         num_samples=int(n),
         num_classes=spec.num_classes,
@@ -144,6 +159,7 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         alignment_loss=mean_ce - mean_h,
         margin=margin,
         margin_std_error=std_error,
+        margin_rounding_bound=rounding,
         teacher_marginal_entropy=h_bar,
         teacher_mean_entropy=mean_h,
         mean_cross_entropy=mean_ce,
@@ -152,3 +168,4 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         view=view,
         design=design,
     )
+

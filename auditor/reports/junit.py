@@ -2,8 +2,9 @@
 
 One test suite, ``vae-audit``, with one test case per check:
 
-- ``certificate`` — fails when not certified (LCB < δ), with the numbers in the failure;
-- ``view gap`` — skipped without a second view; fails when Ĝ − Δ_view ≤ δ;
+- ``certificate`` — fails when not certified (LCB ≤ δ + the rounding bound b, or μ exactly
+  constant), with the numbers in the failure;
+- ``view gap`` — skipped without a second view; fails unless Ĝ − Δ_view > δ + b;
 - ``constancy`` — fails when the encoder mean is exactly constant on the audit set.
 
 The suite's properties carry the headline numbers for dashboards. Strings from outside (the model
@@ -39,12 +40,12 @@ def _certificate_case(suite: ET.Element, cert: dict, classname: str) -> bool:
     if cert["verdict"] == "certified":
         ET.SubElement(case, "system-out").text = numbers
         return False
-    failure = ET.SubElement(
-        case,
-        "failure",
-        message=f"not certified: LCB {_g(cert['margin_lcb'])} < δ {_g(cert['min_margin'])}",
-        type="NotCertified",
-    )
+    if cert["diagnostics"]["exactly_constant"]:
+        why = "the encoder mean is exactly constant on the audit set"
+    else:
+        bound = cert.get("margin_rounding_bound", 0.0)  # absent from certificates of earlier versions
+        why = f"LCB {_g(cert['margin_lcb'])} ≤ δ {_g(cert['min_margin'])} + rounding bound {_g(bound)}"
+    failure = ET.SubElement(case, "failure", message=f"not certified: {why}", type="NotCertified")
     failure.text = f"{numbers}\n{cert['meaning']}"
     return True
 
@@ -64,7 +65,7 @@ def _view_gap_case(suite: ET.Element, cert: dict, classname: str) -> tuple[bool,
         ET.SubElement(case, "system-out").text = numbers
         return False, False
     ET.SubElement(
-        case, "failure", message="not certified under both views: Ĝ − Δ_view ≤ δ", type="ViewGap"
+        case, "failure", message="not certified under both views: Ĝ − Δ_view ≤ δ + rounding bound", type="ViewGap"
     ).text = numbers
     return True, False
 

@@ -14,6 +14,11 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _scientific(value) -> str:
+    """A tiny number that fixed-point would show as 0.0000; — when absent (certificates of earlier versions)."""
+    return "—" if value is None else f"{value:.1e}"
+
+
 def summary_rows(cert: dict) -> list[tuple[str, str]]:
     """(label, value) pairs shared by the Markdown report and the terminal summary."""
     d, w = cert["diagnostics"], cert["witness"]
@@ -22,6 +27,7 @@ def summary_rows(cert: dict) -> list[tuple[str, str]]:
         ("margin Ĝ = I_T − L (nats)", fmt(cert["margin"])),
         (f"lower confidence bound ({cert['confidence']:.0%})", fmt(cert["margin_lcb"])),
         ("required margin δ", fmt(cert["min_margin"])),
+        ("rounding bound b (certified: LCB > δ + b)", _scientific(cert.get("margin_rounding_bound"))),
         ("teacher information I_T", fmt(cert["teacher_information"])),
         ("alignment loss L", fmt(cert["alignment_loss"])),
         ("samples N", str(cert["num_samples"])),
