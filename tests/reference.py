@@ -48,8 +48,10 @@ def certificate(mu, p, K, beta, offset=0, confidence=0.95):
     N, d = mu.shape
     S = witness_S(K, d, offset)
     z = beta * mu @ S
-    q = softmax(z)
-    ce = -(p * np.log(q)).sum(axis=1)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_q = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # log softmax, finite where q underflows
+    q = np.exp(log_q)
+    ce = -(p * log_q).sum(axis=1)
     h = entropy_rows(p)
     p_bar = p.mean(axis=0)
     H_bar = entropy_rows(p_bar[None])[0]

@@ -77,6 +77,15 @@ def logit_scale(v: dict[str, np.ndarray], spec: WitnessSpec) -> float:
 
 
 def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: bool) -> CertificateNumbers:
+    """The numbers, or AuditInputError when float64 cannot hold one of them (no warning is printed:
+    an overflow is refused with its reason instead)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        numbers = _numbers(v, spec, with_view)
+    _refuse_overflow(numbers, v, spec)
+    return numbers
+
+
+def _numbers(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: bool) -> CertificateNumbers:
     K = spec.num_classes
     n = float(v["p_ce.n"])
     p_bar, mean_ce = v["p_ce.mean"][:K], float(v["p_ce.mean"][K])
@@ -169,3 +178,31 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         design=design,
     )
 
+
+def _nonfinite(value, where: str) -> list[str]:
+    """Names of the float values in a nest of dicts and lists that are NaN or ±inf."""
+    if isinstance(value, dict):
+        return [name for key, item in value.items() for name in _nonfinite(item, f"{where}.{key}".lstrip("."))]
+    if isinstance(value, list):
+        return [name for i, item in enumerate(value) for name in _nonfinite(item, f"{where}[{i}]")]
+    return [where] if isinstance(value, float) and not math.isfinite(value) else []
+
+
+def _refuse_overflow(numbers: CertificateNumbers, v: dict[str, np.ndarray], spec: WitnessSpec) -> None:
+    """Refuse, rather than write as null, a number that float64 could not hold.
+
+    Inputs are finite when this runs (the state refuses NaN and inf); what can still overflow is
+    a square or a product of huge latent means, β or log-variances: E‖μ‖² beyond 1e308 for
+    |μ| > 1e154, the margin's variance for witness logits beyond 1e154, the analytic code's
+    energy (K−1)/(Kβ²)·E_T for β < 1e-150. A certificate holding null there would not say why.
+    """
+    fields = {key: value for key, value in vars(numbers).items() if key not in ("num_samples", "num_classes")}
+    bad = _nonfinite(fields, "")
+    if not bad:
+        return
+    largest = float(max(np.abs(v["min_mu"]).max(initial=0.0), np.abs(v["max_mu"]).max(initial=0.0)))
+    raise AuditInputError(
+        f"the numbers overflow float64 ({', '.join(bad[:4])}{', …' if len(bad) > 4 else ''}): the latent means "
+        f"reach |μ| = {largest:.3g} and β = {spec.beta:g} (witness logits up to {logit_scale(v, spec):.3g}); "
+        "keep |μ|, β·|μ| and 1/β well below 1e150"
+    )
