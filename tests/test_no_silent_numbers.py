@@ -99,11 +99,11 @@ def _certify_factory(name: str, capsys) -> tuple[int, str]:
     return code, err
 
 
-def _report_and_verify(folder, capsys) -> None:
+def _report_and_verify(folder, capsys, *verify_flags: str) -> None:
     """What certify wrote, report renders and verify accepts."""
     certificate = folder / "certificate.json"
     assert run(["report", certificate, "--format", "md,html,junit"], capsys)[0] == 0
-    assert run(["verify", certificate], capsys)[0] == 0
+    assert run(["verify", certificate, *verify_flags], capsys)[0] == 0
 
 
 # ------------------------------------------------------------------ a .npy of means is μ only
@@ -156,7 +156,7 @@ def test_a_decoder_that_cannot_take_flat_z_costs_only_its_diagnostics(factory_fo
     for key in ("self_consistency", "ima_contrast", "identifiability"):
         assert model[key]["computed"] is False and model[key]["reason"].startswith("failed: RuntimeError"), key
     assert model["mutual_information"]["computed"] is True
-    _report_and_verify(factory_folder / "r", capsys)
+    _report_and_verify(factory_folder / "r", capsys, "--trust-code")  # the factory is the model: rebuilt to check it
 
 
 def test_a_module_without_double_backward_costs_only_the_ima_contrast(factory_folder, capsys):
@@ -166,7 +166,7 @@ def test_a_module_without_double_backward_costs_only_the_ima_contrast(factory_fo
     model = json.loads((factory_folder / "r" / "certificate.json").read_text())["diagnostics"]["model"]
     assert model["ima_contrast"]["computed"] is False and model["ima_contrast"]["reason"].startswith("failed: ")
     assert model["self_consistency"]["computed"] is True and model["identifiability"]["computed"] is True
-    _report_and_verify(factory_folder / "r", capsys)
+    _report_and_verify(factory_folder / "r", capsys, "--trust-code")  # the factory is the model: rebuilt to check it
 
 
 # ------------------------------------------------------------------ extreme but finite inputs

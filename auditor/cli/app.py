@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 
 import typer
 
-from ..errors import AuditInputError
+from ..errors import AuditInputError, describe
 from ..reports.escape import terminal_text
 from . import certify, design, report, reproduce, teacher, train, verify
 from .invocation import recording_invocation
@@ -69,9 +69,7 @@ def _unexpected(exc: BaseException) -> NoReturn:
     """
     if _DEBUG.get() or os.environ.get("AUDIT_DEBUG", "") not in ("", "0"):
         traceback.print_exception(exc, file=sys.stderr)
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    message = f"{lines[0]}{' …' if len(lines) > 1 else ''}" if lines else "(no message)"
-    fail(f"{type(exc).__name__}: {message}")
+    fail(describe(exc))
 
 
 def _interrupted() -> NoReturn:

@@ -13,7 +13,10 @@ from ..reports.escape import rich_text
 from ..sources.atomic import atomic_write_text
 from ..sources.datasets.features import dataset_probabilities
 from ..sources.datasets.registry import open_dataset
+from ..sources.hashing import sha256_file
 from ..sources.teachers.files import load_teacher
+from ..sources.witness_file import WitnessSettings, save_witness
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
 
 def design(
@@ -26,6 +29,9 @@ def design(
     data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
     split: str | None = typer.Option(None, "--split", help="train, test or all (default all)."),
     limit: int | None = typer.Option(None, "--limit", help="Use the first N samples only."),
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     beta: float = typer.Option(..., "--beta", help="Witness scale β > 0."),
     latent_dim: int = typer.Option(..., "--latent-dim", help="Latent dimension d >= K − 1."),
     witness_offset: int = typer.Option(0, "--witness-offset", help="First latent row of the witness."),
@@ -33,12 +39,18 @@ def design(
         DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Prior cost ½E‖μ*‖² (nats) to recommend β for."
     ),
     csv: Path | None = typer.Option(None, "--csv", help="Also write the margin–energy path as CSV (atomically)."),
+    witness_out: Path | None = typer.Option(
+        None, "--witness-out", help="Also write these witness settings as witness.json, for training and --witness."
+    ),
 ) -> None:
     """Print I_T, E_T, the analytic code's energy, the margin–energy path and a recommended β."""
     from rich.console import Console
     from rich.table import Table
 
-    dataset = open_dataset(data, split, limit, role="data")
+    for flag, out in (("--csv", csv), ("--witness-out", witness_out)):
+        if out is not None and out.is_dir():
+            raise AuditInputError(f"{flag} {out} is a folder; give a file's path")
+    dataset = open_dataset(data, split, limit, role="data", options=data_options(image_size, column, test_every))
     model = load_teacher(teacher, trust_teacher_code, dataset.sample_shape)
     size = math.prod(dataset.sample_shape)
     if model.input_dim is not None and model.input_dim != size:
@@ -78,6 +90,12 @@ def design(
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))
         console.print(rich_text(f"wrote {csv}"))
+    if witness_out is not None:
+        K = s["num_classes"]
+        save_witness(witness_out, WitnessSettings(K, beta, witness_offset, latent_dim, sha256_file(teacher)))
+        console.print(
+            rich_text(f"wrote {witness_out} (K = {K}, β = {beta:g}, offset {witness_offset}, d = {latent_dim})")
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -104,7 +104,7 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: Pa
     if missing or extra:
         raise AuditInputError(
             f"{path}: tensors do not match the architecture (missing: {', '.join(missing[:4]) or 'none'}; "
-            f"unexpected: {', '.join(extra[:4]) or 'none'})"
+            f"unexpected: {', '.join(extra[:4]) or 'none'}){_prefix_hint(tensors, expected)}"
         )
     for name, tensor in tensors.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
@@ -114,6 +114,14 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: Pa
         if not torch.isfinite(tensor).all():
             raise AuditInputError(f"{path}: tensor {name!r} contains NaN or inf")
     model.load_state_dict(tensors, strict=True)
+
+
+def _prefix_hint(tensors: dict, expected: dict) -> str:
+    """A suggestion when the names carry a prefix the module's do not (a LightningModule's ``model.``)."""
+    for head in sorted({name.split(".", 1)[0] + "." for name in tensors if "." in name}):
+        if set(expected) <= {name[len(head) :] for name in tensors if name.startswith(head)}:
+            return f"; the file's names start with {head!r}: try --key-prefix {head}"
+    return ""
 
 
 def checkpoint_bytes(model: nn.Module, architecture: dict, witness: dict, training: dict | None = None) -> bytes:

@@ -7,6 +7,7 @@ skipped on torchrun ranks that write no report (:func:`hashing_skipped`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import threading
@@ -37,15 +38,29 @@ _BACKGROUND: ContextVar[_BackgroundHasher | None] = ContextVar("background_hashi
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20):
     """The file's sha256 (hex) — or, inside :func:`hashing_in_background`, a :class:`PendingDigest`."""
+    return computed_digest(path, functools.partial(file_sha256, path, chunk_size))
+
+
+def computed_digest(path: str | os.PathLike, compute: Callable[[threading.Event | None], str]):
+    """``compute(cancelled)``, a digest of ``path`` — run now, on the background hashing thread
+    inside :func:`hashing_in_background` (a :class:`PendingDigest`), or not at all where hashing is
+    skipped. ``compute`` returns early when the event it is given is set."""
     if not _HASHING.get():
         return HASH_SKIPPED
     background = _BACKGROUND.get()
     if background is not None:
-        return background.submit(path, chunk_size)
-    return _sha256(path, chunk_size)
+        return background.submit(path, compute)
+    return compute(None)
 
 
-def _sha256(path, chunk_size: int, cancelled=None) -> str:
+def sha256_now(path: str | os.PathLike) -> str:
+    """The file's sha256 computed at once on this thread, on every rank: for a small file that a
+    check needs before the pass (the background hasher may still be busy with the data set)."""
+    return file_sha256(path)
+
+
+def file_sha256(path, chunk_size: int = 1 << 20, cancelled: threading.Event | None = None) -> str:
+    """The file's sha256 (hex), read now in chunks; "" when ``cancelled`` is set meanwhile."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):
@@ -78,8 +93,8 @@ class _BackgroundHasher:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash", initializer=thread_setup)
         self.cancelled = threading.Event()
 
-    def submit(self, path, chunk_size: int) -> PendingDigest:
-        return PendingDigest(path, self.pool.submit(_sha256, path, chunk_size, self.cancelled))
+    def submit(self, path, compute: Callable[[threading.Event | None], str]) -> PendingDigest:
+        return PendingDigest(path, self.pool.submit(compute, self.cancelled))
 
     def close(self) -> None:
         self.cancelled.set()  # an error before the digests were needed: stop reading at once
