@@ -52,8 +52,10 @@ def certificate(mu, p, K, beta, offset=0, confidence=0.95):
     N, d = mu.shape
     S = witness_S(K, d, offset)
     z = beta * mu @ S
-    q = softmax(z)
-    ce = -(p * np.log(q)).sum(axis=1)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_q = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # log softmax, finite where q underflows
+    q = np.exp(log_q)
+    ce = -(p * log_q).sum(axis=1)
     h = entropy_rows(p)
     p_bar = p.mean(axis=0)
     H_bar = entropy_rows(p_bar[None])[0]
@@ -115,6 +117,42 @@ def pca_gmm_probs(x, t):
         np.log(2 * np.pi * t["variances"])[None] + (y[:, None, :] - t["means"][None]) ** 2 / t["variances"][None]
     ).sum(2)
     return softmax((t["log_weights"][None] + logn) / t["temperature"])
+
+
+def exact_log_witness(mu_row, K, beta, offset=0):
+    """log softmax(β·Sᵀμ) for one float64 row of means, in the current decimal context (the simplex
+    from its formula too): z_k = β·Σ_j V_jk μ_j, with V_jm = c_j for m < j, −j·c_j for m = j, where
+    c_j = sqrt(K/(K−1))/sqrt(j(j+1))."""
+    from decimal import Decimal
+
+    scale = (Decimal(K) / Decimal(K - 1)).sqrt()
+    z = [Decimal(0)] * K
+    for j in range(1, K):
+        term = scale / Decimal(j * (j + 1)).sqrt() * Decimal(float(mu_row[offset + j - 1]))
+        for m in range(j):
+            z[m] += term
+        z[j] -= j * term
+    z = [Decimal(float(beta)) * zk for zk in z]
+    top = max(z)
+    lse = top + sum((zk - top).exp() for zk in z).ln()
+    return [zk - lse for zk in z]
+
+
+def exact_margin(mu, p, K, beta, offset=0, digits=50) -> float:
+    """Ĝ = H(p̄) − mean CE of float64 inputs in `digits`-digit decimal arithmetic: the exact value
+    that float64 arithmetic approximates, to far beyond float64's precision."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as context:
+        context.prec = digits
+        p_sum, ce_sum = [Decimal(0)] * K, Decimal(0)
+        for mu_row, p_row in zip(np.asarray(mu, float), np.asarray(p, float)):
+            row = [Decimal(float(x)) for x in p_row]
+            ce_sum -= sum(pk * log_q for pk, log_q in zip(row, exact_log_witness(mu_row, K, beta, offset)))
+            p_sum = [a + x for a, x in zip(p_sum, row)]
+        n = len(p)
+        H = -sum((x / n) * (x / n).ln() for x in p_sum if x > 0)
+        return float(H - ce_sum / n)
 
 
 # --------------------------------------------------------------- the state-dict digest (docs/formats.md)

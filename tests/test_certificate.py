@@ -189,7 +189,9 @@ def test_verdict_follows_the_lower_bound_and_the_safety_margin():
     assert decide(numbers, 0.95, 0.0).certified
     lcb = numbers.margin_lcb(0.95)
     assert not decide(numbers, 0.95, lcb + 1e-6).certified
-    assert decide(numbers, 0.0, numbers.margin).certified  # confidence 0: exact criterion Ĝ ≥ δ
+    # confidence 0: the exact margin, strictly above δ plus the rounding bound; a tie Ĝ = δ fails
+    assert not decide(numbers, 0.0, numbers.margin).certified
+    assert decide(numbers, 0.0, numbers.margin - 2 * numbers.margin_rounding_bound).certified
     constant = run_state(np.zeros((400, 3)), p, 4, 2.0).compute()
     assert not decide(constant, 0.0, 0.0).certified
 

@@ -159,7 +159,7 @@ def test_text_fits_80_columns_and_prints_paths_inertly(releases, tmp_path, capsy
     assert code == 0
     assert max(len(line) for line in out.splitlines()) <= 80
     assert not any(line.startswith("# ") for line in out.splitlines())
-    assert "a|b\\n# Certified" in out  # the newline in the path is shown, not obeyed
+    assert "a|b\\x0a# Certified" in out  # the newline in the path is shown, not obeyed
 
 
 def table_cells(line: str) -> int:
@@ -176,8 +176,8 @@ def test_markdown_is_a_table_that_paths_cannot_break(releases, tmp_path, capsys)
     assert len(tables) == 2 + 11 + 2 + 1  # header, rule, eleven quantities; header, rule, one changed input
     assert [table_cells(line) for line in tables[:13]] == [4] * 13
     assert [table_cells(line) for line in tables[13:]] == [3] * 3
-    # Shown literally on GitHub: the backslash of "\\n" escaped too, so the cell reads a|b\n# Certified…
-    assert "\\[x\\]\\(http://e\\) \\`c\\` \\<b\\>" in out and "a\\|b\\\\n\\# Certified" in out
+    # Shown literally on GitHub: the backslash of "\\x0a" escaped too, so the cell reads a|b\x0a# Certified…
+    assert "\\[x\\](http://e) \\`c\\` \\<b\\>" in out and "a\\|b\\\\x0a# Certified" in out
     margin = number(releases["weaker"], "margin")
     assert f"| margin Ĝ (nats) | {number(releases['strong'], 'margin'):.4f} | {margin:.4f} |" in out
 

@@ -99,10 +99,10 @@ def test_a_reason_from_the_certificate_is_shown_inert_in_the_terminal_and_in_mar
     console = Console(width=200, record=True, file=io.StringIO(), force_terminal=False)
     print_summary(cert, console)
     text = console.export_text()
-    assert "not computed: the model's likelihood '[red]x[/] | `y` [31m'" in text  # markup shown, escape code gone
+    assert "not computed: the model's likelihood '[red]x[/] | `y`\\x1b[31m'" in text  # markup and ESC shown
     assert "\x1b" not in text
     row = next(line for line in render_markdown(cert).splitlines() if line.startswith("| IMA contrast"))
-    escaped = "'\\[red\\]x\\[/\\] \\| \\`y\\` \\[31m'"  # every Markdown special backslash-escaped
+    escaped = "'\\[red\\]x\\[/\\] \\| \\`y\\`\\\\x1b\\[31m'"  # every Markdown special backslash-escaped
     assert (
         row
         == f"| IMA contrast of the decoder | not computed: the model's likelihood {escaped} is not one of bernoulli, gaussian |"

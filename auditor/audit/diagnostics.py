@@ -4,7 +4,10 @@ These need more than the latent means the certificate reads: the posterior log-v
 information) or the decoder (self-consistency, IMA contrast, identifiability probe). Each is
 computed on a bounded, deterministic sample of the audit set — at most ``max_samples`` rows,
 evenly spaced over it — with every random draw from a generator seeded by ``seed``, so audits stay
-fast and the same inputs give the same numbers. They are never folded into the verdict.
+fast and the same inputs give the same numbers. They are never folded into the verdict, and a
+diagnostic that cannot be computed — the decoder cannot take flat z, a module has no double
+backward, a number overflows — becomes ``{"computed": false, "reason": …}`` without costing the
+certificate or the other diagnostics.
 
 - ``mutual_information``: I_q(x; z), the aggregate-posterior estimator of He et al. (2019,
   "Lagging Inference Networks"): per batch, E_i[−H(q(z|x_i))] − E_i[log q̂(z_i)], z_i ~ q(z|x_i),
@@ -21,12 +24,14 @@ fast and the same inputs give the same numbers. They are never folded into the v
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..errors import describe
 from ..nets.base import Decodes
 from ..nets.likelihood import LIKELIHOOD_MEANS, decoder_mean, reconstruction_nll
 from ..sources.arrays import row_ranges
@@ -99,7 +104,16 @@ def decoder_jacobian(fn, z: torch.Tensor) -> torch.Tensor:
         columns = [
             torch.autograd.grad(vjp[:, k].sum(), w, retain_graph=True, allow_unused=True)[0] for k in range(z.shape[1])
         ]
-    return torch.stack([c if c is not None else torch.zeros_like(out) for c in columns], dim=2).detach()
+        J = torch.stack([c if c is not None else torch.zeros_like(out) for c in columns], dim=2).detach()
+        # A module without a double backward (a custom Function marked once_differentiable) can
+        # leave the second pass disconnected: zero columns, silently. One plain vector–Jacobian
+        # product, which needs no double backward, must agree with the assembled J.
+        probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+        (expected,) = torch.autograd.grad(out, z, grad_outputs=probe, retain_graph=True)
+    assembled = torch.einsum("bo,bok->bk", probe, J)
+    if not torch.allclose(assembled, expected, rtol=1e-3, atol=1e-5 * (1 + float(expected.abs().max()))):
+        raise RuntimeError("the decoder's Jacobian from a double backward disagrees with its first derivative")
+    return J
 
 
 def ima_contrast(J: torch.Tensor) -> torch.Tensor:
@@ -141,6 +155,22 @@ def _read_rows(source, rows: np.ndarray) -> torch.Tensor:
 
 def _unavailable(reason: str) -> dict:
     return {"computed": False, "reason": reason}
+
+
+def _guarded(compute: Callable[[], dict]) -> dict:
+    """``compute()``'s entry (``"computed": True`` added), or why it is not available.
+
+    Any exception counts, on purpose: these diagnostics run the user's decoder and its autograd
+    in ways the audit itself never does, and they are reported beside the certificate, not in it.
+    """
+    try:
+        entry = compute()
+    except Exception as exc:
+        return _unavailable(f"failed: {describe(exc)}")
+    overflowed = sorted(k for k, v in entry.items() if isinstance(v, float) and not math.isfinite(v))
+    if overflowed:
+        return _unavailable(f"not finite in float64: {', '.join(overflowed)}")
+    return {"computed": True, **entry}
 
 
 def _probabilities_for_logits(model: nn.Module, mu: torch.Tensor) -> str | None:
@@ -187,7 +217,7 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
 
     noise = torch.randn(mu.shape, generator=generator, dtype=torch.float64)
     result["mutual_information"] = (
-        {"computed": True, "value": mutual_information(mu.cpu(), logvar.cpu(), noise), "batch_size": int(len(rows))}
+        _guarded(lambda: {"value": mutual_information(mu.cpu(), logvar.cpu(), noise), "batch_size": int(len(rows))})
         if logvar is not None
         else _unavailable("the encoder gives no log-variances")
     )
@@ -203,22 +233,32 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
             f"the model's likelihood {getattr(model, 'likelihood', None)!r} is not one of {', '.join(LIKELIHOOD_MEANS)}"
         )
     else:
-        reason = _probabilities_for_logits(model, mu[:CHUNK])
+        try:
+            reason = _probabilities_for_logits(model, mu[:CHUNK])
+        except Exception as exc:  # the decoder cannot run on these means: none of its diagnostics can
+            reason = f"failed: {describe(exc)}"
     if reason is not None:
         for key in ("self_consistency", "ima_contrast", "identifiability"):
             result[key] = _unavailable(reason)
         return result
     assert x is not None and model is not None  # reason is None only when the model ran on inputs x
 
-    result["self_consistency"] = {
-        "computed": True,
-        "latent": self_consistency_latent(model, z_prior, input_shape),
-        "data": self_consistency_data(model, x, mu),
-    }
+    result["self_consistency"] = _guarded(
+        lambda: {
+            "latent": self_consistency_latent(model, z_prior, input_shape),
+            "data": self_consistency_data(model, x, mu),
+        }
+    )
+    result["ima_contrast"] = _guarded(lambda: _ima_contrast_entry(model, mu, x.shape[1]))
+    result["identifiability"] = _guarded(lambda: identifiability_probe(model, x, mu, z_prior))
+    return result
+
+
+def _ima_contrast_entry(model: nn.Module, mu: torch.Tensor, data_size: int) -> dict:
     # d backward passes per chunk: the contrast uses at most IMA_MAX_SAMPLES of the sampled rows,
     # and a chunk holds rows·D·d Jacobian entries (twice, in float64): at most ~2²⁴ of them.
     mu_ima = mu[torch.as_tensor(evenly_spaced_rows(len(mu), IMA_MAX_SAMPLES), device=mu.device)]
-    jacobian_rows = max(1, min(CHUNK, JACOBIAN_FLOATS // (x.shape[1] * d)))
+    jacobian_rows = max(1, min(CHUNK, JACOBIAN_FLOATS // (data_size * mu.shape[1])))
     contrast = torch.cat(
         [
             ima_contrast(decoder_jacobian(lambda z: decoder_mean(model, z), mu_ima[b:e]))
@@ -226,14 +266,11 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
         ]
     )
     finite = contrast[torch.isfinite(contrast)]
-    result["ima_contrast"] = {
-        "computed": True,
+    return {
         "mean": float(finite.mean()) if len(finite) else None,
         "num_samples": int(len(contrast)),
         "num_singular": int((~torch.isfinite(contrast)).sum()),
     }
-    result["identifiability"] = {"computed": True, **identifiability_probe(model, x, mu, z_prior)}
-    return result
 
 
 def headline_numbers(model_diag: dict | None) -> dict[str, float]:

@@ -32,6 +32,7 @@ from ..sources.witness_file import WitnessSettings, load_witness
 from .plan import PassPlan
 from .request import AuditRequest, data_options
 
+PROBE_ROWS = 8  # rows of the probe batch that fixes d and checks that encode(x) is the mean
 NO_VIEW_REASON = "no second view was given (--teacher-data or --view-probs): the teacher saw the encoder's own inputs"
 
 
@@ -94,7 +95,7 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
     with loading:
         encoder = model_source.open(req)
         if encoder.module is not None:
-            encoder.module.to(device)
+            encoder.module.to(device).eval()  # no dropout, batch statistics frozen: μ(x) is a function of x
     context["model"] = encoder.record
     latent_dim, encode_record = _latent_dim(encoder, data, device)
     if encode_record is not None:
@@ -160,18 +161,37 @@ def _latent_dim(encoder: Encoder, data: Dataset | None, device: torch.device) ->
 
 @torch.no_grad()
 def _probe_latent_dim(encoder: nn.Module, dataset: Dataset, input_shape, device) -> tuple[int, EncodeRecord]:
+    """d and how μ is read, from encoding the first rows twice; an encoder whose two answers differ is refused.
+
+    The certificate is about the posterior mean μ(x). An encode(x) that returns a sample
+    z ~ q(z|x) would be audited as a different, noisy function at every batch.
+    """
     if dataset.num_samples == 0:
         raise AuditInputError("the audit set is empty: no samples to audit")
-    x = to_unit_float(torch.from_numpy(dataset.read(0, 1).copy()).to(device))
+    x = to_unit_float(torch.from_numpy(dataset.read(0, PROBE_ROWS).copy()).to(device))
     if input_shape is not None:
-        x = x.reshape(1, *input_shape)
+        x = x.reshape(len(x), *input_shape)
     try:
         means = read_means(encoder, x)
+        again = read_means(encoder, x).mu
     except RuntimeError as exc:
         raise AuditInputError(
             f"the encoder cannot run on the data's samples of shape {list(dataset.sample_shape)} ({str(exc).splitlines()[0][:120]})"
         ) from None
-    return int(means.mu.shape[1]), means.record
+    mu = means.mu
+    finite = torch.isfinite(mu) & torch.isfinite(again)  # NaN and inf are the state's to report
+    first, second = mu[finite].double(), again[finite].double()
+    difference = _largest(first - second)
+    if difference > 1e-4 * (1.0 + _largest(first)):
+        raise AuditInputError(
+            f"encode(x) gave different means for the same {len(x)} inputs in eval mode (by up to {difference:.3g}): "
+            "it must return the posterior mean μ(x), or (mu, logvar), not a sample z ~ q(z|x)"
+        )
+    return int(mu.shape[1]), means.record
+
+
+def _largest(values: torch.Tensor) -> float:
+    return float(values.abs().max()) if values.numel() else 0.0
 
 
 def _check_teacher_input(teacher: nn.Module, sample_shape: tuple[int, ...], what: str) -> None:

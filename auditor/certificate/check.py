@@ -21,6 +21,8 @@ from ..errors import AuditInputError
 from . import paths
 from .document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
 from .numbers import confidence_z
+from .rounding import margin_rounding_bound
+from .verdict import certifies
 
 TOLERANCE = 1e-9
 VERDICTS = ("certified", "not_certified")
@@ -145,12 +147,34 @@ def _check_verdict(c: _Checker, cert: dict) -> None:
         c.fail(f"margin_lcb is {lcb!r} but the margin, its standard error and the confidence give {expected!r}")
     if lcb is not None:
         c.close(lcb, expected, "margin_lcb ≠ margin − z(confidence)·margin_std_error")
-    certified = lcb is not None and lcb >= min_margin
-    if certified != (cert["verdict"] == "certified"):
+    bound, constant = _rule_inputs(c, cert)
+    if certifies(lcb, min_margin, bound, constant) != (cert["verdict"] == "certified"):
         c.fail(
-            f"verdict {cert['verdict']!r} contradicts margin_lcb {lcb!r} against min_margin {min_margin!r} "
-            "(certified iff margin_lcb >= min_margin)"
+            f"verdict {cert['verdict']!r} contradicts margin_lcb {lcb!r} against min_margin {min_margin!r}, "
+            f"margin_rounding_bound {bound!r} and exactly_constant {constant} (certified iff "
+            "margin_lcb > min_margin + margin_rounding_bound and the encoder mean is not exactly constant)"
         )
+
+
+def _rule_inputs(c: _Checker, cert: dict) -> tuple[float, bool]:
+    """The verdict rule's rounding bound and exact constancy, checked.
+
+    A certificate without ``margin_rounding_bound`` (written before it was recorded) is judged by
+    the strict rule alone. A recorded bound must reach the part of the bound that the
+    certificate's own K, d, N, H(p̄) and mean cross-entropy give (rows summing to 1, logits of 0).
+    """
+    constant = c.get(c.get(cert, "diagnostics", dict), "exactly_constant", bool, "diagnostics.exactly_constant")
+    if "margin_rounding_bound" not in cert:
+        return 0.0, constant
+    bound = c.get(cert, "margin_rounding_bound", float)
+    latent_dim = c.get(c.get(cert, "witness", dict), "latent_dim", int, "witness.latent_dim")
+    h_bar = cert["teacher_marginal_entropy"]
+    floor = margin_rounding_bound(
+        cert["num_classes"], latent_dim, cert["num_samples"], h_bar, h_bar - cert["margin"], 1.0, 0.0
+    )
+    if not bound >= floor * (1 - TOLERANCE):
+        c.fail(f"margin_rounding_bound {bound!r} is below {floor!r}, the least its K, d, N, H(p̄) and mean CE allow")
+    return bound, constant
 
 
 def _check_witness_and_diagnostics(c: _Checker, cert: dict) -> None:
@@ -233,7 +257,7 @@ def _check_view_gap(c: _Checker, cert: dict) -> None:
     if abs(encoder_view - cert["margin"]) > bound + TOLERANCE * max(1.0, bound):
         c.fail("|view_gap.margin_encoder_view − margin| exceeds view_gap.bound, which the view-gap bound rules out")
     both = c.get(view, "certified_under_both_views", bool, "view_gap.certified_under_both_views")
-    if both != (minus > cert["min_margin"]):
+    if both != certifies(minus, cert["min_margin"], *_rule_inputs(c, cert)):
         c.fail(
             f"view_gap.certified_under_both_views is {both} but margin − bound = {minus!r} against min_margin {cert['min_margin']!r}"
         )

@@ -11,6 +11,8 @@ RELATIVE_TOLERANCE = 1e-9
 ABSOLUTE_FLOOR = 1e-12  # numbers that are 0 up to float64 rounding compare equal
 # Not numbers of the audit: how it was asked for, and where the files were.
 _NOT_COMPARED = ("request", "command", "tool_version", "inputs", "paths_relative_to")
+# Keys that certificates of earlier versions lack: compared only when the stored one has them.
+_ADDED_LATER = ("margin_rounding_bound",)
 
 
 def number_differences(stored, fresh, where: str = "") -> list[str]:
@@ -18,7 +20,7 @@ def number_differences(stored, fresh, where: str = "") -> list[str]:
     if isinstance(stored, dict) and isinstance(fresh, dict):
         out = []
         for key in dict.fromkeys([*stored, *fresh]):
-            if where == "" and key in _NOT_COMPARED:
+            if where == "" and (key in _NOT_COMPARED or (key in _ADDED_LATER and key not in stored)):
                 continue
             out += number_differences(stored.get(key), fresh.get(key), f"{where}.{key}" if where else key)
         return out

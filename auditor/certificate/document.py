@@ -54,6 +54,7 @@ def certificate_dict(result, command: list[str], paths_relative_to: str | None =
         "margin_std_error": n.margin_std_error,
         "confidence": v.confidence,
         "min_margin": v.min_margin,
+        "margin_rounding_bound": n.margin_rounding_bound,
         "teacher_information": n.teacher_information,
         "alignment_loss": n.alignment_loss,
         "teacher_marginal_entropy": n.teacher_marginal_entropy,

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import norm
 
 from ..errors import AuditInputError
+from .rounding import margin_rounding_bound
 from .witness import WitnessSpec, analytic_energy
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when Var_x E[z_d | x] > 0.01
@@ -40,6 +41,7 @@ class CertificateNumbers:
     alignment_loss: float  # L
     margin: float  # Ĝ = I_T − L
     margin_std_error: float | None  # sqrt(var ψ / N); None when N < 2
+    margin_rounding_bound: float  # what float64 rounding (and rows summing to < 1) can add to Ĝ
     teacher_marginal_entropy: float  # H(p̄)
     teacher_mean_entropy: float  # mean H(p_i)
     mean_cross_entropy: float
@@ -64,7 +66,26 @@ def confidence_z(confidence: float) -> float:
     return max(0.0, float(norm.ppf(confidence))) if confidence > 0 else 0.0
 
 
+def logit_scale(v: dict[str, np.ndarray], spec: WitnessSpec) -> float:
+    """Z = β·‖w‖ with w_j = max_i |μ_ij| over the witness rows: no witness logit |β(Sᵀμ_i)_k| exceeds it
+    (the columns of S have unit norm). Scaled by its largest entry, so that only a Z beyond float64
+    itself overflows."""
+    rows = slice(spec.offset, spec.offset + spec.num_classes - 1)
+    w = np.maximum(np.abs(v["min_mu"][rows]), np.abs(v["max_mu"][rows]))
+    top = float(w.max(initial=0.0))
+    return spec.beta * top * float(np.linalg.norm(w / top)) if top > 0 else 0.0
+
+
 def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: bool) -> CertificateNumbers:
+    """The numbers, or AuditInputError when float64 cannot hold one of them (no warning is printed:
+    an overflow is refused with its reason instead)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        numbers = _numbers(v, spec, with_view)
+    _refuse_overflow(numbers, v, spec)
+    return numbers
+
+
+def _numbers(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: bool) -> CertificateNumbers:
     K = spec.num_classes
     n = float(v["p_ce.n"])
     p_bar, mean_ce = v["p_ce.mean"][:K], float(v["p_ce.mean"][K])
@@ -137,6 +158,9 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         ],
     }
 
+    rounding = margin_rounding_bound(
+        K, spec.latent_dim, int(n), h_bar, mean_ce, float(p_bar.sum()), logit_scale(v, spec)
+    )
     return CertificateNumbers(
         num_samples=int(n),
         num_classes=spec.num_classes,
@@ -144,6 +168,7 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         alignment_loss=mean_ce - mean_h,
         margin=margin,
         margin_std_error=std_error,
+        margin_rounding_bound=rounding,
         teacher_marginal_entropy=h_bar,
         teacher_mean_entropy=mean_h,
         mean_cross_entropy=mean_ce,
@@ -151,4 +176,33 @@ def numbers_from_state(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: b
         per_class=per_class,
         view=view,
         design=design,
+    )
+
+
+def _nonfinite(value, where: str) -> list[str]:
+    """Names of the float values in a nest of dicts and lists that are NaN or ±inf."""
+    if isinstance(value, dict):
+        return [name for key, item in value.items() for name in _nonfinite(item, f"{where}.{key}".lstrip("."))]
+    if isinstance(value, list):
+        return [name for i, item in enumerate(value) for name in _nonfinite(item, f"{where}[{i}]")]
+    return [where] if isinstance(value, float) and not math.isfinite(value) else []
+
+
+def _refuse_overflow(numbers: CertificateNumbers, v: dict[str, np.ndarray], spec: WitnessSpec) -> None:
+    """Refuse, rather than write as null, a number that float64 could not hold.
+
+    Inputs are finite when this runs (the state refuses NaN and inf); what can still overflow is
+    a square or a product of huge latent means, β or log-variances: E‖μ‖² beyond 1e308 for
+    |μ| > 1e154, the margin's variance for witness logits beyond 1e154, the analytic code's
+    energy (K−1)/(Kβ²)·E_T for β < 1e-150. A certificate holding null there would not say why.
+    """
+    fields = {key: value for key, value in vars(numbers).items() if key not in ("num_samples", "num_classes")}
+    bad = _nonfinite(fields, "")
+    if not bad:
+        return
+    largest = float(max(np.abs(v["min_mu"]).max(initial=0.0), np.abs(v["max_mu"]).max(initial=0.0)))
+    raise AuditInputError(
+        f"the numbers overflow float64 ({', '.join(bad[:4])}{', …' if len(bad) > 4 else ''}): the latent means "
+        f"reach |μ| = {largest:.3g} and β = {spec.beta:g} (witness logits up to {logit_scale(v, spec):.3g}); "
+        "keep |μ|, β·|μ| and 1/β well below 1e150"
     )

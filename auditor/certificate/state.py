@@ -114,9 +114,8 @@ class CertificateState:
         self.device = torch.device(device)
         K, d = spec.num_classes, spec.latent_dim
         self._S = torch.as_tensor(witness_matrix(spec), device=self.device)
-        # Constants of update(), made once: β·S and β·Sᵀ, class indices, the path's t values.
-        self._beta_S = (spec.beta * self._S).contiguous()
-        self._beta_ST = self._beta_S.T.contiguous()
+        # Constants of update(), made once: β·Sᵀ, class indices, the path's t values.
+        self._beta_ST = (spec.beta * self._S).T.contiguous()
         self._class_index = torch.arange(K, device=self.device)[:, None]
         self._path_t = torch.tensor(PATH_TS, dtype=torch.float64, device=self.device)
         zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=self.device)  # noqa: E731
@@ -222,8 +221,10 @@ class CertificateState:
         self.mu.update(mu)
         self._add("sum_h", h.sum())
         self._add("sum_agree", agree.sum())
-        escape = self._beta_S @ (qT - pT)  # β S (q_i − p_i), as columns
-        self._add("sum_escape", (escape * escape).sum(dim=0).sqrt().sum())
+        # ‖β S (q_i − p_i)‖ = β‖S (q_i − p_i)‖: β applied after the norm, whose terms are then at
+        # most 4 and cannot overflow when β is huge.
+        escape = self._S @ (qT - pT)
+        self._add("sum_escape", self.spec.beta * (escape * escape).sum(dim=0).sqrt().sum())
         self._add("min_mu", mu.amin(dim=0))
         self._add("max_mu", mu.amax(dim=0))
 

@@ -78,4 +78,6 @@ def analytic_code(p: np.ndarray, spec: WitnessSpec) -> np.ndarray:
 def analytic_energy(mean_sq_centered_log: float, num_classes: int, beta: float) -> float:
     """E‖μ*‖² = ((K−1)/(Kβ²))·E_T, where E_T is the mean of ‖ℓ(p_i)‖²."""
     K = num_classes
-    return (K - 1) / (K * beta**2) * mean_sq_centered_log
+    # Divided by β twice rather than by β²: for β below 1e-154, β² is 0 and the energy is
+    # inf (refused as an overflow), not a ZeroDivisionError.
+    return (K - 1) / K * mean_sq_centered_log / beta / beta

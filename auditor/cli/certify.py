@@ -11,11 +11,21 @@ from ..audit.batch_size import parse_batch_size
 from ..audit.distributed import is_main_process
 from ..audit.pipeline import run_audit
 from ..audit.request import AuditRequest
-from ..certificate.document import certificate_dict, certificate_json
+from ..certificate.document import certificate_dict
 from ..certificate.paths import paths_relative_to
+from ..errors import AuditInputError
+from ..reports.escape import rich_text
+from ..reports.markdown import render_markdown
 from ..reports.progress import BatchProgress, progress_wanted
 from ..reports.terminal import print_summary
-from ..reports.writer import append_github_step_summary, parse_formats, write_reports
+from ..reports.writer import (
+    append_github_step_summary,
+    parse_formats,
+    render_reports,
+    step_summary_wanted,
+    write_rendered,
+)
+from ..sources.atomic import folder_problem
 from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 from .invocation import current_command
 
@@ -109,6 +119,10 @@ def certify(
     from rich.console import Console
 
     fmt_list = parse_formats(formats)
+    out_dir = out if out is not None else default_out_dir(model, latents, arch)
+    problem = folder_problem(out_dir) if is_main_process() else None
+    if problem is not None:  # found now, not after a long audit
+        raise AuditInputError(f"--out {out_dir}: {problem}")
     reading = data_options(image_size, column, test_every)
     request = AuditRequest(
         model=model,
@@ -148,16 +162,25 @@ def certify(
         # exit would make torchrun kill rank 0, possibly before its report is written, so the
         # others exit 0 once their share is in; torchrun's own exit code then follows rank 0's.
         return 0
-    out_dir = out if out is not None else default_out_dir(model, latents, arch)
     cert = certificate_dict(result, current_command(), paths_relative_to(out_dir))
-    written = write_reports(cert, out_dir, fmt_list)
-    append_github_step_summary(cert)
-    if json_out:
-        sys.stdout.write(certificate_json(cert))
+    # Everything that could fail is done before the first file is written: every report, the
+    # job summary's Markdown and the terminal summary are rendered first.
+    rendered = render_reports(cert, fmt_list)
+    step_summary = (rendered.get("certificate.md") or render_markdown(cert)) if step_summary_wanted() else None
+    console = Console(stderr=json_out)  # colour only when that stream is a terminal (rich decides)
+    summary = None
     if not quiet:
-        console = Console(stderr=json_out)  # colour only when that stream is a terminal (rich decides)
-        print_summary(cert, console)
-        console.print(f"wrote {', '.join(str(p) for p in written)}")
+        with console.capture() as capture:
+            print_summary(cert, console)
+        summary = capture.get()
+    written = write_rendered(rendered, out_dir, replaces_set=True)
+    if step_summary is not None:
+        append_github_step_summary(step_summary)
+    if json_out:
+        sys.stdout.write(rendered["certificate.json"])
+    if summary is not None:
+        console.file.write(summary)
+        console.print(rich_text(f"wrote {', '.join(str(p) for p in written)}"))
     return 0 if result.verdict.certified else 1
 
 

@@ -9,6 +9,7 @@ import typer
 
 from ..certificate.design import DEFAULT_ENERGY_BUDGET, design_summary, design_table
 from ..errors import AuditInputError
+from ..reports.escape import rich_text
 from ..sources.atomic import atomic_write_text
 from ..sources.datasets.features import dataset_probabilities
 from ..sources.datasets.registry import open_dataset
@@ -63,8 +64,12 @@ def design(
     console = Console()
     s = summary
     console.print(
-        f"teacher {teacher} on {data} ({dataset.split}, N = {s['num_samples']}), K = {s['num_classes']}, "
-        f"d = {latent_dim}, β = {beta:g}\n"
+        rich_text(
+            f"teacher {teacher} on {data} ({dataset.split}, N = {s['num_samples']}), K = {s['num_classes']}, "
+            f"d = {latent_dim}, β = {beta:g}"
+        )
+    )
+    console.print(
         f"  I_T = {s['teacher_information']:.4f} nats   E_T = mean ‖ℓ(p)‖² = {s['E_T']:.3f} (p floored at {s['prob_floor']:g})\n"
         f"  analytic code: E‖μ*‖² = ((K−1)/(Kβ²))·E_T = {s['analytic_code_energy']:.3f}, "
         f"prior cost ½E‖μ*‖² = {s['prior_cost']:.3f} nats"
@@ -84,11 +89,13 @@ def design(
     )
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))
-        console.print(f"wrote {csv}")
+        console.print(rich_text(f"wrote {csv}"))
     if witness_out is not None:
         K = s["num_classes"]
         save_witness(witness_out, WitnessSettings(K, beta, witness_offset, latent_dim, sha256_file(teacher)))
-        console.print(f"wrote {witness_out} (K = {K}, β = {beta:g}, offset {witness_offset}, d = {latent_dim})")
+        console.print(
+            rich_text(f"wrote {witness_out} (K = {K}, β = {beta:g}, offset {witness_offset}, d = {latent_dim})")
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,9 @@ import typer
 from ..certificate.attestation import load_attested
 from ..certificate.paths import input_base, rebased
 from ..errors import AuditInputError
+from ..reports.escape import terminal_text
 from ..reports.writer import RENDERERS, write_reports
+from ..sources.atomic import folder_problem
 
 
 def report(
@@ -29,13 +31,16 @@ def report(
     unknown = [f for f in fmt_list if f not in RENDERERS]
     if unknown or not fmt_list:
         raise AuditInputError(f"--format must list some of {', '.join(RENDERERS)} (got {formats!r})")
+    out_dir = out if out is not None else certificate.parent
     cert, _ = load_attested(certificate)
     base = input_base(cert, certificate)
-    out_dir = out if out is not None else certificate.parent
+    problem = folder_problem(out_dir)
+    if problem is not None:
+        raise AuditInputError(f"--out {out_dir}: {problem}")
     if out is not None:  # the files written there reach the same inputs
         cert = rebased(cert, certificate, out_dir)
     for path in write_reports(cert, out_dir, fmt_list, with_json=False, inputs_base=base):
-        print(f"wrote {path}")
+        print(terminal_text(f"wrote {path}"))
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import AuditInputError
+from ..reports.escape import terminal_text
 from ..training.presets.registry import PRESETS, get_preset
 from ..training.presets.run import reproduce_preset
 from ..training.reproduce import DEFAULT_EPOCHS, DEFAULT_ROWS, markdown_table, parse_seeds, reproduce, select_rows
@@ -145,7 +146,7 @@ def reproduce_command(
         progress.advance(task)
     if not quiet:
         print(markdown_table(summary), end="")
-        print(f"wrote {out / 'table.md'}, {out / 'table.csv'} and {out / 'runs.csv'}")
+        print(terminal_text(f"wrote {out / 'table.md'}, {out / 'table.csv'} and {out / 'runs.csv'}"))
     return 0
 
 

@@ -11,6 +11,7 @@ import typer
 
 from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, teacher_energy, teacher_information
 from ..errors import AuditInputError
+from ..reports.escape import terminal_text
 from ..sources.atomic import atomic_write_text
 from ..sources.datasets.dataset import Dataset
 from ..sources.datasets.features import dataset_features
@@ -101,17 +102,17 @@ def fit(
     out: Path = typer.Option(..., "--out", help="teacher.pt to write (atomically)."),
 ) -> None:
     """Fit one PCA → diagonal-GMM teacher and save it as teacher.pt."""
-    from rich.console import Console
-
     dataset, x = fit_inputs(out, data, split, limit, data_options(image_size, column, test_every))
     teacher = fit_pca_gmm(x, rank, num_classes, temperature, seed, n_init=n_init)
     save_teacher(teacher, out)
     p = teacher_probabilities(teacher, x)
-    Console().print(
-        f"teacher: rank {rank}, K {num_classes}, τ {temperature:g}, fitted on {len(x)} samples of "
-        f"{data} ({dataset.split}); on them I_T = {teacher_information(p):.4f} nats, E_T = {teacher_energy(p):.2f}\n"
-        f"wrote {out}"
+    print(
+        terminal_text(
+            f"teacher: rank {rank}, K {num_classes}, τ {temperature:g}, fitted on {len(x)} samples of "
+            f"{data} ({dataset.split}); on them I_T = {teacher_information(p):.4f} nats, E_T = {teacher_energy(p):.2f}"
+        )
     )
+    print(terminal_text(f"wrote {out}"))
 
 
 @teacher_app.command("search")
@@ -179,9 +180,9 @@ def search(
     save_witness(witness, WitnessSettings(int(chosen["K"]), beta, 0, None, record["teacher_sha256"]))
     console.print(
         f"chosen: rank {chosen['rank']}, K {chosen['K']}, τ {chosen['temperature']:g}: held-out "
-        f"I_T = {chosen['I_T']:.4f} nats, E_T = {chosen['E_T']:.2f}, energy {chosen['energy']:.3f} nats\n"
-        f"wrote {out}, {sidecar} and {witness}"
+        f"I_T = {chosen['I_T']:.4f} nats, E_T = {chosen['E_T']:.2f}, energy {chosen['energy']:.3f} nats"
     )
+    print(terminal_text(f"wrote {out}, {sidecar} and {witness}"))
 
 
 def search_table(table, beta: float, energy_budget: float, num_fit: int, num_holdout: int):

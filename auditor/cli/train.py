@@ -8,6 +8,7 @@ import typer
 
 from ..audit.distributed import device_for_rank, process_group, ranks_from_env
 from ..errors import AuditInputError
+from ..reports.escape import terminal_text
 from ..reports.progress import epoch_progress
 from ..reports.rows import fmt
 from ..training.config import TrainConfig
@@ -140,9 +141,11 @@ def train(
         last = result.history[-1]
         verdict = "certified" if last["certified"] else "not certified"
         print(
-            f"wrote {out} and {monitor_csv_path(out)}: {result.epochs_run} epochs ({result.config.method}"
-            f"{', protocol ' + result.config.protocol if result.config.protocol else ''}, stopped by {result.stopped_by}); "
-            f"training-data margin {last['margin']:.4f}, LCB {fmt(last['margin_lcb'], 3)} → {verdict} on {split}"
+            terminal_text(
+                f"wrote {out} and {monitor_csv_path(out)}: {result.epochs_run} epochs ({result.config.method}"
+                f"{', protocol ' + result.config.protocol if result.config.protocol else ''}, stopped by {result.stopped_by}); "
+                f"training-data margin {last['margin']:.4f}, LCB {fmt(last['margin_lcb'], 3)} → {verdict} on {split}"
+            )
         )
     return 0
 

@@ -10,11 +10,11 @@ Policy forbids every network request, so the file works offline and leaks nothin
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
 from ..certificate.document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE
+from .escape import html_text
 from .interface import ReportFormat
 from .rows import fmt, prior_kl_text, summary_rows  # one number format for every report
 
@@ -38,7 +38,7 @@ code.command .arg { display: inline-block; max-width: 100%; }
 
 # ---------------------------------------------------------------------------- helpers
 def _e(value) -> str:
-    return html.escape(str(value))
+    return html_text(value)  # every string on the page, ours and the certificate's
 
 
 def _table(header: list[str] | None, rows: list[list]) -> str:
@@ -249,9 +249,12 @@ def training_csv_path(cert: dict, inputs_base: Path | None = None) -> Path | Non
     starting from ``inputs_base``, or the current folder)."""
     model = cert.get("model") or {}
     source = model.get("path") or model.get("weights")
-    if not source:
+    if not isinstance(source, str) or not source:
         return None
-    return (inputs_base or Path()) / Path(source).with_suffix(".csv")
+    try:
+        return (inputs_base or Path()) / Path(source).with_suffix(".csv")
+    except ValueError:  # a recorded path with no file name ("/", "..")
+        return None
 
 
 def read_training_csv(path: Path):
@@ -264,7 +267,8 @@ def read_training_csv(path: Path):
         return None, f"{path} cannot be read as CSV ({str(exc).splitlines()[0]})"
     if "epoch" not in table.columns or not any(c in table.columns for c in TRAINING_COLUMNS):
         return None, f"{path} has no 'epoch' column with any of {', '.join(TRAINING_COLUMNS)}"
-    return table, None
+    columns = ["epoch", *(c for c in TRAINING_COLUMNS if c in table.columns)]
+    return table[columns].apply(pd.to_numeric, errors="coerce"), None  # text in a cell plots as a gap
 
 
 # ---------------------------------------------------------------------------- sections

@@ -2,24 +2,28 @@
 
 One test suite, ``vae-audit``, with one test case per check:
 
-- ``certificate`` — fails when not certified (LCB < δ), with the numbers in the failure;
-- ``view gap`` — skipped without a second view; fails when Ĝ − Δ_view ≤ δ;
+- ``certificate`` — fails when not certified (LCB ≤ δ + the rounding bound b, or μ exactly
+  constant), with the numbers in the failure;
+- ``view gap`` — skipped without a second view; fails unless Ĝ − Δ_view > δ + b;
 - ``constancy`` — fails when the encoder mean is exactly constant on the audit set.
 
-The suite's properties carry the headline numbers for dashboards.
+The suite's properties carry the headline numbers for dashboards. Strings from outside (the model
+path, the tool version, the view-gap reason) pass through :func:`~auditor.reports.escape.xml_text`:
+a control character would make the file ill-formed XML, even escaped.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from .escape import xml_text
 from .interface import ReportFormat
 
 SUITE = "vae-audit"
 
 
 def _g(value) -> str:
-    return "null" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+    return "null" if value is None else f"{value:.6g}" if isinstance(value, float) else xml_text(value)
 
 
 def _case(suite: ET.Element, name: str, classname: str) -> ET.Element:
@@ -36,12 +40,12 @@ def _certificate_case(suite: ET.Element, cert: dict, classname: str) -> bool:
     if cert["verdict"] == "certified":
         ET.SubElement(case, "system-out").text = numbers
         return False
-    failure = ET.SubElement(
-        case,
-        "failure",
-        message=f"not certified: LCB {_g(cert['margin_lcb'])} < δ {_g(cert['min_margin'])}",
-        type="NotCertified",
-    )
+    if cert["diagnostics"]["exactly_constant"]:
+        why = "the encoder mean is exactly constant on the audit set"
+    else:
+        bound = cert.get("margin_rounding_bound", 0.0)  # absent from certificates of earlier versions
+        why = f"LCB {_g(cert['margin_lcb'])} ≤ δ {_g(cert['min_margin'])} + rounding bound {_g(bound)}"
+    failure = ET.SubElement(case, "failure", message=f"not certified: {why}", type="NotCertified")
     failure.text = f"{numbers}\n{cert['meaning']}"
     return True
 
@@ -50,7 +54,8 @@ def _view_gap_case(suite: ET.Element, cert: dict, classname: str) -> tuple[bool,
     case = _case(suite, "view gap", classname)
     view = cert.get("view_gap")
     if view is None:
-        ET.SubElement(case, "skipped", message=f"not computed: {cert.get('view_gap_reason') or 'no second view'}")
+        reason = xml_text(cert.get("view_gap_reason") or "no second view")
+        ET.SubElement(case, "skipped", message=f"not computed: {reason}")
         return False, True
     numbers = (
         f"Ĝ − Δ_view = {_g(view['margin_minus_bound'])} (Δ_view = {_g(view['bound'])}), required δ = {_g(cert['min_margin'])}; "
@@ -60,7 +65,7 @@ def _view_gap_case(suite: ET.Element, cert: dict, classname: str) -> tuple[bool,
         ET.SubElement(case, "system-out").text = numbers
         return False, False
     ET.SubElement(
-        case, "failure", message="not certified under both views: Ĝ − Δ_view ≤ δ", type="ViewGap"
+        case, "failure", message="not certified under both views: Ĝ − Δ_view ≤ δ + rounding bound", type="ViewGap"
     ).text = numbers
     return True, False
 
@@ -83,7 +88,7 @@ def _constancy_case(suite: ET.Element, cert: dict, classname: str) -> bool:
 
 def render_junit(cert: dict) -> str:
     model = cert.get("model") or {}
-    classname = f"{SUITE}.{model.get('path') or model.get('factory') or 'model'}"
+    classname = f"{SUITE}.{xml_text(model.get('path') or model.get('factory') or 'model')}"
     suite = ET.Element("testsuite", name=SUITE)
     properties = ET.SubElement(suite, "properties")
     for key in (

@@ -1,32 +1,30 @@
 """``certificate.md``: the certificate as Markdown (the summary table, view gap, per-class table and
-inputs), also appended to GitHub's job summary by ``audit certify``."""
+inputs), also appended to GitHub's job summary by ``audit certify``.
+
+Every string that is not a number goes through :mod:`auditor.reports.escape` — table labels too,
+since two of them hold a ``|`` — so that GitHub's renderer shows exactly the certificate's
+values: no row gains or loses a cell, and no path or command can start a heading or a line.
+"""
 
 from __future__ import annotations
 
-import re
-
 from ..certificate.document import NOT_COLLAPSED_NOTE
+from .escape import markdown_code, markdown_text
 from .interface import ReportFormat
-from .rows import fmt, one_line, summary_rows
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#!~])")
-
-
-def markdown_cell(text: str) -> str:
-    """Text from a certificate, inert in a Markdown table cell: one line, every special character escaped."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line(text))
+from .rows import fmt, summary_rows
 
 
 def render_markdown(cert: dict) -> str:
-    lines = [f"# VAE audit certificate: **{cert['verdict'].replace('_', ' ')}**", "", cert["meaning"], ""]
+    verdict = markdown_text(cert["verdict"].replace("_", " "))
+    lines = [f"# VAE audit certificate: **{verdict}**", "", markdown_text(cert["meaning"]), ""]
     if cert["verdict"] == "certified":
-        lines += [f"Note: {NOT_COLLAPSED_NOTE}", ""]  # the other verdict's reading, stated as it is
+        lines += [f"Note: {markdown_text(NOT_COLLAPSED_NOTE)}", ""]  # the other verdict's reading, stated as it is
     lines += ["| quantity | value |", "| --- | --- |"]
-    lines += [f"| {label} | {markdown_cell(value)} |" for label, value in summary_rows(cert)]
+    lines += [f"| {markdown_text(label)} | {markdown_text(value)} |" for label, value in summary_rows(cert)]
     lines += ["", "## View gap", ""]
     view = cert.get("view_gap")
     if view is None:
-        lines.append(f"Not computed: {cert.get('view_gap_reason') or 'no second view'}.")
+        lines.append(f"Not computed: {markdown_text(cert.get('view_gap_reason') or 'no second view')}.")
     else:
         lines += [
             "| quantity | value |",
@@ -50,8 +48,12 @@ def render_markdown(cert: dict) -> str:
             f"{fmt(row['witness_agreement'])} | {fmt(row['mean_alignment_loss'])} | {fmt(row['mean_witness_prob'])} |"
         )
     lines += ["", "## Inputs", "", "| role | path | sha256 |", "| --- | --- | --- |"]
-    lines += [f"| {i['role']} | `{i['path']}` | `{i['sha256']}` |" for i in cert["inputs"]]
-    lines += ["", f"Tool version {cert['tool_version']}. Command: `{' '.join(cert['command'])}`", ""]
+    lines += [
+        f"| {markdown_text(i['role'])} | {markdown_code(i['path'], in_table=True)} | {markdown_code(i['sha256'], in_table=True)} |"
+        for i in cert["inputs"]
+    ]
+    command = markdown_code(" ".join(cert["command"]))
+    lines += ["", f"Tool version {markdown_text(cert['tool_version'])}. Command: {command}", ""]
     return "\n".join(lines)
 
 

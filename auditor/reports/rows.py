@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 
 def fmt(value, digits: int = 4) -> str:
     """A number as reports print it; "—" for a missing one (None or NaN)."""
@@ -16,9 +14,9 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def one_line(text: str) -> str:
-    """Text from a certificate as one printable line: control characters (newlines, escapes) become spaces."""
-    return "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+def _scientific(value) -> str:
+    """A tiny number that fixed-point would show as 0.0000; — when absent (certificates of earlier versions)."""
+    return "—" if value is None else f"{value:.1e}"
 
 
 def summary_rows(cert: dict) -> list[tuple[str, str]]:
@@ -29,6 +27,7 @@ def summary_rows(cert: dict) -> list[tuple[str, str]]:
         ("margin Ĝ = I_T − L (nats)", fmt(cert["margin"])),
         (f"lower confidence bound ({cert['confidence']:.0%})", fmt(cert["margin_lcb"])),
         ("required margin δ", fmt(cert["min_margin"])),
+        ("rounding bound b (certified: LCB > δ + b)", _scientific(cert.get("margin_rounding_bound"))),
         ("teacher information I_T", fmt(cert["teacher_information"])),
         ("alignment loss L", fmt(cert["alignment_loss"])),
         ("samples N", str(cert["num_samples"])),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .rows import one_line, summary_rows
+from .escape import rich_text
+from .rows import summary_rows
 
 
 def print_summary(cert: dict, console) -> None:
-    from rich.markup import escape
+    """The summary table and the verdict's meaning; every cell is a rich ``Text``, never markup."""
     from rich.table import Table
 
     table = Table(title="VAE audit certificate", show_header=False, expand=False)
@@ -14,7 +15,6 @@ def print_summary(cert: dict, console) -> None:
     table.add_column("value", justify="right")
     colour = "green" if cert["verdict"] == "certified" else "yellow"
     for label, value in summary_rows(cert):
-        value = escape(one_line(value))  # reasons come from the certificate: never markup or escape codes
-        table.add_row(label, f"[{colour}]{value}[/]" if label == "verdict" else value)
+        table.add_row(rich_text(label), rich_text(value, style=colour if label == "verdict" else ""))
     console.print(table)
-    console.print(cert["meaning"])
+    console.print(rich_text(cert["meaning"]))

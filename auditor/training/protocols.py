@@ -2,7 +2,7 @@
 
 Each stops at the first epoch whose training-data monitor says it is done: ``collapse`` (alignment
 off, strong KL) once the margin is in the constant regime Ĝ ≤ 0; ``rescue`` (alignment on) once the
-certificate is restored (LCB at 95 % ≥ 0).
+certificate is restored (certified at 95 %: LCB > 0 + the rounding bound).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""``--latents FILE``: precomputed means — array ``mu`` (N×d), optional ``logvar`` — from any framework."""
+"""``--latents FILE``: precomputed means — array ``mu`` (N×d), optional ``logvar`` — from any framework.
+
+A ``.npy`` file holds a single array: the means, never log-variances."""
 
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ class Latents(ModelSource):
             raise AuditInputError(f"{path}: 'mu' must be an N×d array, found shape {mu.shape}")
         inputs = [file_record("latents", path)]
         rows = {"mu": first_rows(mu, request.limit)}
-        logvar = open_array(path, "logvar", required=False)
+        # A .npy file holds one array, which open_array hands out under any name: it is μ, and
+        # the file has no log-variances (reading it as both once computed the prior KL from μ).
+        logvar = open_array(path, "logvar", required=False) if path.suffix.lower() != ".npy" else None
         if logvar is not None:
             if tuple(logvar.shape) != tuple(mu.shape):
                 raise AuditInputError(f"{path}: 'logvar' has shape {logvar.shape}, 'mu' has {mu.shape}")
