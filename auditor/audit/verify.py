@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+from ..certificate.check import request_field_problem
 from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
-from ..errors import AuditInputError
+from ..errors import AuditInputError, shown_text
 from ..sources.datasets.registry import DATASETS, open_dataset
 from ..sources.hashing import resolve_digest, sha256_file
 from .pipeline import run_audit
@@ -16,7 +17,7 @@ from .request import AuditRequest
 
 BUILTIN_PREFIX = "builtin:"
 # Request fields naming files (resolved against --root) and data specs (files, or built-in names).
-_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs")
+_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs", "witness")
 _SPEC_FIELDS = ("data", "teacher_data")
 
 
@@ -59,8 +60,13 @@ def recorded_request(cert: dict, root: Path | None, trust_code: bool):
     unknown = sorted(set(recorded) - known)
     if unknown:
         raise AuditInputError(
-            f"the certificate's request has fields this version does not know ({', '.join(unknown)}): cannot --recompute"
+            f"the certificate's request has fields this version does not know ({shown_text(', '.join(unknown))}): "
+            "cannot --recompute"
         )
+    for key, value in recorded.items():  # the types JSON can get wrong, before any is used
+        problem = request_field_problem(key, value)
+        if problem:
+            raise AuditInputError(f"the certificate is invalid: {problem}: cannot --recompute")
     values = dict(recorded)
     if (values.get("arch") or values.get("trust_teacher_code")) and not trust_code:
         raise AuditInputError(
