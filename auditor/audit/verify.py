@@ -12,12 +12,13 @@ from ..certificate.document import certificate_dict
 from ..errors import AuditInputError, shown_text
 from ..sources.datasets.registry import DATASETS, open_dataset
 from ..sources.hashing import resolve_digest, sha256_file
+from ..sources.regular_files import FileRefused
 from .pipeline import run_audit
 from .request import AuditRequest
 
 BUILTIN_PREFIX = "builtin:"
 # Request fields naming files (resolved against --root) and data specs (files, or built-in names).
-_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs", "witness")
+_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs")
 _SPEC_FIELDS = ("data", "teacher_data")
 
 
@@ -37,15 +38,20 @@ def builtin_sha256(path: str) -> str | None:
 
 
 def input_status(record: dict, root: Path | None) -> str:
-    """'ok', 'differs' or 'missing' for one entry of the certificate's ``inputs``."""
+    """For one entry of the certificate's ``inputs``: 'ok', 'differs', 'missing', or why the file
+    named cannot be hashed — 'not a regular file' (a folder, a FIFO, a device, or a /proc or /sys
+    pseudo-file, which claims a size it does not have), 'unreadable', 'changed' (while it was hashed).
+    Only regular files are read, and never past the size they had when opened."""
     path = record["path"]
     if path.startswith(BUILTIN_PREFIX):
         actual = builtin_sha256(path)
+        if actual is None:
+            return "missing"
     else:
-        target = _resolve(path, root)
-        actual = sha256_file(target) if target.is_file() else None
-    if actual is None:
-        return "missing"
+        try:
+            actual = resolve_digest(sha256_file(_resolve(path, root)))
+        except FileRefused as refused:
+            return refused.status
     return "ok" if actual == record["sha256"] else "differs"
 
 

@@ -2,7 +2,8 @@
 
 Exit 0 when every input named in the certificate still has its recorded sha256 (and, with
 ``--recompute``, re-running the recorded audit gives every number again to 1e-9 relative);
-exit 1 when any input differs or is missing, or a recomputed number differs; exit 2 when the
+exit 1 when any input differs, is missing or is not a regular file (nothing else is hashed; see
+:func:`auditor.audit.verify.input_status`), or a recomputed number differs; exit 2 when the
 certificate itself is invalid (see :mod:`auditor.certificate.check`) or cannot be re-run.
 """
 
@@ -36,7 +37,7 @@ def verify(
         print(f"{status:8} {record['role']:14} {record['path']}")
     bad = sum(status != "ok" for _, status in statuses)
     if bad:
-        print(f"{bad} of {len(statuses)} inputs differ from the certificate or are missing")
+        print(f"{bad} of {len(statuses)} inputs differ from the certificate, are missing or are not regular files")
         return 1
     print(f"all {len(statuses)} inputs match their sha256")
     if not recompute:
