@@ -13,8 +13,8 @@ from torch import nn
 
 from ..errors import AuditInputError
 from ..nets.registry import build_model
-from .arrays import safetensors_metadata
 from .atomic import atomic_write_bytes
+from .safetensors_header import safetensors_metadata
 
 FORMAT_VERSION = "1"
 KEY_FORMAT, KEY_ARCH, KEY_WITNESS, KEY_TRAINING = (

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ...errors import AuditInputError
-from ..arrays import safetensors_metadata
 from ..checkpoint import KEY_WITNESS, load_state_into, witness_metadata
 from ..hashing import file_record
+from ..safetensors_header import safetensors_metadata
 from .interface import Encoder, FixedWitness, ModelRequest, ModelSource
 
 
