@@ -7,11 +7,10 @@ import importlib
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file
 from torch import nn
 
 from ...errors import AuditInputError
-from ..checkpoint import KEY_WITNESS, load_state_into, witness_metadata
+from ..checkpoint import KEY_WITNESS, load_state_into, read_tensors, witness_metadata
 from ..hashing import file_record
 from ..safetensors_header import safetensors_metadata
 from .interface import Encoder, FixedWitness, ModelRequest, ModelSource
@@ -50,7 +49,7 @@ class Factory(ModelSource):
             if path.suffix.lower() != ".safetensors":
                 raise AuditInputError(f"{path}: weights are read from .safetensors files only")
             meta = safetensors_metadata(path)
-            load_state_into(module, load_file(str(path)), path)
+            load_state_into(module, read_tensors(path), path)
             inputs.append(file_record("model", path))
             if KEY_WITNESS in meta:
                 witness = FixedWitness(witness_metadata(meta, path), str(path))
