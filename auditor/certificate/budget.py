@@ -5,7 +5,7 @@ temporaries of their update, merge and :meth:`~auditor.certificate.state.Certifi
 the d×K witness matrix with its scaled copy and transpose, and each batch's temporaries, which
 grow with the batch size B as well. :func:`state_bytes` is an upper estimate of all of it,
 8·(10·(K+1)² + 6·d·K + 30·B·(K + d)) bytes at the default B = 512; ``benchmarks/bench_limits.py``
-compares it with the peak memory of real states (0.2 to 0.5 of the estimate for K and d from 500
+compares it with the peak memory of real states (0.27 to 0.55 of the estimate for K and d from 500
 to 3000). A state over :data:`STATE_MEMORY_BUDGET` is refused before anything is allocated:
 K = 100,000 classes would need about 1,200 GiB. With d = K the budget allows K up to 4911.
 """
