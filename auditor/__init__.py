@@ -25,12 +25,14 @@ from ._version import __version__
 PUBLIC_API = {
     "AuditRequest": "auditor.audit.request",
     "run_audit": "auditor.audit.pipeline",
+    "AlignmentLoss": "auditor.training.losses",
     "CertificateMonitor": "auditor.training.monitor",
     "CertificateState": "auditor.certificate.state",
     "WitnessSpec": "auditor.certificate.witness",
     "design_table": "auditor.certificate.design",
     "design_summary": "auditor.certificate.design",
     "load_teacher": "auditor.sources.teachers.files",
+    "load_witness": "auditor.sources.witness_file",
     "open_dataset": "auditor.sources.datasets.registry",
 }
 __all__ = ["__version__", *PUBLIC_API]

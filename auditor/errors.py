@@ -40,3 +40,9 @@ def shown_text(text: str, limit: int = 200) -> str:
     every one outside printable ASCII escaped (``\\xNN``, ``\\uNNNN``), no quotes added."""
     clipped = text if len(text) <= limit else text[: limit - 3] + "..."
     return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in clipped)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: the message's first line`` (at most 160 characters), to quote an exception in one line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__

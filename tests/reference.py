@@ -1,11 +1,15 @@
-"""An independent plain-numpy reading of docs/mathematics.md, written from the formulas, not from our code.
+"""An independent plain-numpy reading of docs/mathematics.md (and of the state-dict digest of
+docs/formats.md), written from the formulas, not from our code.
 
 Tests compare the package's numbers with these. Nothing here imports ``auditor``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import struct
 
 import numpy as np
 from scipy.stats import norm
@@ -111,3 +115,43 @@ def pca_gmm_probs(x, t):
         np.log(2 * np.pi * t["variances"])[None] + (y[:, None, :] - t["means"][None]) ** 2 / t["variances"][None]
     ).sum(2)
     return softmax((t["log_weights"][None] + logn) / t["temperature"])
+
+
+# --------------------------------------------------------------- the state-dict digest (docs/formats.md)
+SAFETENSORS_DTYPES = {
+    "F32": "float32",
+    "F64": "float64",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "BOOL": "bool",
+}
+
+
+def u64(n: int) -> bytes:
+    return struct.pack("<Q", n)
+
+
+def digest_of_entries(entries) -> str:
+    """The documented scheme over (name, dtype name, shape, little-endian C-order bytes), sorted by name."""
+    h = hashlib.sha256(b"vae-audit state-dict digest v1\x00" + u64(len(entries)))
+    for name, dtype, shape, raw in sorted(entries, key=lambda e: e[0]):
+        h.update(u64(len(name.encode())) + name.encode() + u64(len(dtype)) + dtype.encode())
+        h.update(u64(len(shape)) + b"".join(u64(s) for s in shape) + u64(len(raw)) + raw)
+    return h.hexdigest()
+
+
+def safetensors_file_digest(path, select=lambda name: True) -> str:
+    """The same digest from a safetensors file's bytes alone: it stores tensors little-endian in C order."""
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + size])
+    header.pop("__metadata__", None)
+    data = raw[8 + size :]
+    return digest_of_entries(
+        [
+            (name, SAFETENSORS_DTYPES[e["dtype"]], e["shape"], data[e["data_offsets"][0] : e["data_offsets"][1]])
+            for name, e in header.items()
+            if select(name)
+        ]
+    )

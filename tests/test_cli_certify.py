@@ -526,4 +526,5 @@ def test_model_diagnostics_can_be_turned_off_without_changing_the_certificate(fi
     assert without["diagnostics"]["model"] == {"computed": False, "reason": "turned off (--no-model-diagnostics)"}
     for key in ("margin", "margin_lcb", "teacher_information", "alignment_loss", "verdict"):
         assert without[key] == with_diag[key]
-    assert "mutual information" in (files["out"] / "certificate.md").read_text()
+    report = (files["out"] / "certificate.md").read_text()
+    assert "| mutual information I_q(x; z) (nats) | not computed: turned off (--no-model-diagnostics) |" in report

@@ -1,5 +1,6 @@
 """The design view (docs/mathematics.md, margin–energy path) against plain numpy, and `audit design`."""
 
+import hashlib
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from auditor.cli.app import main
 from auditor.errors import AuditInputError
 from auditor.sources.datasets.features import dataset_features
 from auditor.sources.teachers.files import load_teacher
+from auditor.sources.witness_file import WitnessSettings, load_witness
 from auditor.teachers.fit import teacher_probabilities
 
 from . import reference as ref
@@ -147,7 +149,7 @@ def digits_teacher(tmp_path_factory):
 
 
 def test_design_command_prints_the_numbers_and_writes_the_path(digits_teacher, tmp_path, capsys):
-    csv = tmp_path / "path.csv"
+    csv, witness = tmp_path / "path.csv", tmp_path / "witness.json"
     code, out, err = run_cli(
         [
             "design",
@@ -165,10 +167,15 @@ def test_design_command_prints_the_numbers_and_writes_the_path(digits_teacher, t
             "5",
             "--csv",
             str(csv),
+            "--witness-out",
+            str(witness),
         ],
         capsys,
     )
     assert code == 0, err
+    # The witness settings chosen here, for training (load_witness) and for audit certify --witness.
+    teacher_sha = hashlib.sha256(digits_teacher.read_bytes()).hexdigest()
+    assert load_witness(witness) == WitnessSettings(6, 2.0, 0, 8, teacher_sha)
     from auditor.sources.datasets.registry import open_dataset
 
     x = dataset_features(open_dataset("digits", "test"))
@@ -188,6 +195,9 @@ def test_design_bad_input(digits_teacher, tmp_path, capsys):
     assert_usage_error([*base, "--beta", "0", "--latent-dim", "8"], capsys, "--beta")
     assert_usage_error([*base, "--beta", "-2", "--latent-dim", "8"], capsys, "--beta")
     assert_usage_error([*base, "--beta", "2", "--latent-dim", "8", "--energy-budget", "0"], capsys, "--energy-budget")
+    assert_usage_error(
+        [*base, "--beta", "2", "--latent-dim", "8", "--witness-out", str(tmp_path)], capsys, "is a folder"
+    )
     np.savez(tmp_path / "small.npz", x=np.random.default_rng(0).random((20, 10)).astype(np.float32))
     assert_usage_error(
         [

@@ -342,7 +342,7 @@ def test_the_request_types_are_the_audit_requests_own():
     import typing
     from dataclasses import fields
 
-    json_kind = {Path: str, type(None): None}
+    json_kind = {Path: str, type(None): None, tuple[str, ...]: list}
     for field in fields(AuditRequest):
         hint = typing.get_type_hints(AuditRequest)[field.name]
         options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
@@ -358,6 +358,8 @@ def test_every_request_field_of_the_wrong_type_is_refused(audited, field):
         kinds += [k for k in REQUEST_TYPES[field] if k is not float]
         if any(value is None if k is None else type(value) is k or (k is float and type(value) is int) for k in kinds):
             continue  # a value of a right type
+        if value == [] and list in kinds:
+            continue  # an empty list of strings
         edited = copy.deepcopy(cert)
         edited["request"][field] = value
         assert f"request.{field}" in refused(check_certificate, edited)

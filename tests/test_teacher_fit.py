@@ -1,5 +1,6 @@
 """`audit teacher fit` / `audit teacher search` against scikit-learn and plain numpy (docs/mathematics.md, §3)."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from auditor.errors import AuditInputError
 from auditor.sources.datasets.features import dataset_features
 from auditor.sources.datasets.registry import open_dataset
 from auditor.sources.teachers.files import load_teacher
+from auditor.sources.witness_file import WitnessSettings, load_witness
 from auditor.teachers.fit import fit_pca_gmm, teacher_probabilities
 from auditor.teachers.pca_gmm import TEACHER_FORMAT
 from auditor.teachers.search import holdout_split, search_teachers
@@ -247,6 +249,10 @@ def test_search_chooses_largest_held_out_information_within_budget(tmp_path, cap
         np.testing.assert_array_equal(t[key], refit[key].numpy())
     # A sharper candidate existed that gives more information but costs more than the budget.
     assert any(row["I_T"] > chosen["I_T"] and not row["within_budget"] for row in table)
+    # Beside them, the witness the energies were computed for: the chosen K, β, offset 0, this teacher.
+    witness = load_witness(tmp_path / "models" / "teacher.witness.json")
+    assert witness == WitnessSettings(K, 2.0, 0, None, record["teacher_sha256"])
+    assert record["teacher_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def test_search_teachers_function(digits_train):

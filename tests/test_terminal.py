@@ -88,3 +88,22 @@ def test_json_prints_only_the_certificate_on_stdout(tmp_path, capsys):
     assert run_cli(["certify", *args, "--out", str(tmp_path / "r"), "--json", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["verdict"] == "certified" and captured.err == ""
+
+
+def test_a_reason_from_the_certificate_is_shown_inert_in_the_terminal_and_in_markdown(tmp_path):
+    from auditor.reports.markdown import render_markdown
+
+    _, cert = certify(tmp_path)
+    reason = "the model's likelihood '[red]x[/] | `y`\x1b[31m' is not one of bernoulli, gaussian"
+    cert["diagnostics"]["model"]["ima_contrast"] = {"computed": False, "reason": reason}
+    console = Console(width=200, record=True, file=io.StringIO(), force_terminal=False)
+    print_summary(cert, console)
+    text = console.export_text()
+    assert "not computed: the model's likelihood '[red]x[/] | `y` [31m'" in text  # markup shown, escape code gone
+    assert "\x1b" not in text
+    row = next(line for line in render_markdown(cert).splitlines() if line.startswith("| IMA contrast"))
+    escaped = "'\\[red\\]x\\[/\\] \\| \\`y\\` \\[31m'"  # every Markdown special backslash-escaped
+    assert (
+        row
+        == f"| IMA contrast of the decoder | not computed: the model's likelihood {escaped} is not one of bernoulli, gaussian |"
+    )

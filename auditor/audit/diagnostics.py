@@ -21,12 +21,13 @@ fast and the same inputs give the same numbers. They are never folded into the v
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..nets.base import Decodes
 from ..nets.likelihood import LIKELIHOOD_MEANS, decoder_mean, reconstruction_nll
 from ..sources.arrays import row_ranges
 from ..sources.datasets.dataset import to_unit_float
@@ -142,6 +143,25 @@ def _unavailable(reason: str) -> dict:
     return {"computed": False, "reason": reason}
 
 
+def _probabilities_for_logits(model: nn.Module, mu: torch.Tensor) -> str | None:
+    """Why the decoder diagnostics must not run, when a decoder declared bernoulli returns probabilities.
+
+    A bernoulli decoder returns logits; one that returns sigmoid(logits) instead would give wrong
+    numbers, not an error. Logits of a trained model are not all within [0, 1] (that would make
+    every probability lie between 0.5 and 0.73), so outputs that all are look like probabilities.
+    """
+    if cast(Decodes, model).likelihood != "bernoulli":
+        return None
+    with torch.no_grad():
+        out = cast(Decodes, model).decode(mu)
+    if bool(((out >= 0) & (out <= 1)).all()):
+        return (
+            "the model declares likelihood 'bernoulli' but decode(z) returns values all within [0, 1], "
+            "like probabilities: it must return logits"
+        )
+    return None
+
+
 def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = MAX_SAMPLES, seed: int = SEED) -> dict:
     """Every diagnostic the plan's model supports, on its bounded sample; the others say why not."""
     rows = evenly_spaced_rows(plan.num_samples, max_samples)
@@ -173,7 +193,8 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
     )
 
     z_prior = torch.randn(len(rows), d, generator=generator).to(device)
-    if x is None:
+    reason: str | None
+    if x is None or model is None:
         reason = "precomputed latents have no decoder"
     elif not callable(getattr(model, "decode", None)):
         reason = "the model has no decode(z)"
@@ -182,7 +203,7 @@ def model_diagnostics(plan: PassPlan, device: torch.device, max_samples: int = M
             f"the model's likelihood {getattr(model, 'likelihood', None)!r} is not one of {', '.join(LIKELIHOOD_MEANS)}"
         )
     else:
-        reason = None
+        reason = _probabilities_for_logits(model, mu[:CHUNK])
     if reason is not None:
         for key in ("self_consistency", "ima_contrast", "identifiability"):
             result[key] = _unavailable(reason)

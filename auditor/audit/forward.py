@@ -11,7 +11,7 @@ import torch
 from ..certificate.state import CertificateState
 from ..errors import AuditInputError
 from ..sources.datasets.dataset import to_unit_float
-from ..sources.models.encode import encode_means
+from ..sources.models.encode import read_means
 from .plan import PassPlan
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -74,7 +74,11 @@ def forward_batch(plan: PassPlan, batch: dict[str, torch.Tensor], precision: str
             # Means not given: the plan has inputs and an encoder to run on them.
             assert x is not None and plan.encoder is not None
             x_enc = x if plan.input_shape is None else x.reshape(x.shape[0], *plan.input_shape)
-            mu, logvar = encode_means(plan.encoder, x_enc)
+            mu, logvar, record = read_means(plan.encoder, x_enc)
+            if plan.encode_record is not None and record != plan.encode_record:
+                raise AuditInputError(
+                    f"the encoder's output changed between batches: {record.as_dict()} after {plan.encode_record.as_dict()}"
+                )
         p = batch["probs"] if "probs" in batch else _run_teacher(plan, x_teacher)
         p_view = None
         if plan.with_view:

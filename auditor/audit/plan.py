@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import AuditInputError
 from ..sources.arrays import ArrayReader
+from ..sources.models.encode import EncodeRecord
 
 ROLES = ("x", "x_teacher", "mu", "logvar", "probs", "view_probs")
 
@@ -25,6 +26,7 @@ class PassPlan:
     teacher: nn.Module | None = None
     with_view: bool = False
     input_shape: tuple[int, ...] | None = None  # the encoder's input shape, when it differs from the data's
+    encode_record: EncodeRecord | None = None  # how μ is read from the encoder's output: every batch must agree
     num_samples: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from ..certificate.numbers import confidence_z
 from ..errors import AuditInputError
+from ..sources.models.torch_pickle import CHECKPOINT_SUFFIXES
 from .batch_size import parse_batch_size
 from .forward import precision_dtype
 
@@ -20,6 +21,10 @@ from .forward import precision_dtype
 class AuditRequest:
     model: Path | None = None
     arch: str | None = None
+    arch_args: tuple[str, ...] = ()  # --arch-arg name=value, the factory's keyword arguments
+    key_prefix: str | None = None  # read only the weights whose names start with it, stripped
+    state_key: str | None = None  # the entry of a .pt/.pth/.ckpt file that holds the state dict
+    trust_code: bool = False  # allow a model file whose loading runs code (a pythae encoder.pkl)
     latents: Path | None = None
     teacher: Path | None = None
     teacher_probs: Path | None = None
@@ -32,6 +37,7 @@ class AuditRequest:
     num_classes: int | None = None
     beta: float | None = None
     witness_offset: int | None = None
+    witness: Path | None = None  # witness.json from design time, instead of the three fields above
     confidence: float = 0.95
     min_margin: float = 0.0
     batch_size: int | str = 512  # or "auto"
@@ -54,6 +60,7 @@ def check_request(req: AuditRequest) -> None:
         )
     if req.latents and req.model:
         raise AuditInputError("--latents cannot be combined with --model")
+    _check_weight_flags(req)
     teachers = [flag for flag, v in (("--teacher", req.teacher), ("--teacher-probs", req.teacher_probs)) if v]
     if len(teachers) != 1:
         raise AuditInputError(
@@ -63,6 +70,17 @@ def check_request(req: AuditRequest) -> None:
         raise AuditInputError("--teacher-data needs --teacher (the teacher must run on both views)")
     if req.teacher_data and req.view_probs:
         raise AuditInputError("give --teacher-data or --view-probs for the view gap, not both")
+    witness_flags = [
+        flag
+        for flag, v in (
+            ("--num-classes", req.num_classes),
+            ("--beta", req.beta),
+            ("--witness-offset", req.witness_offset),
+        )
+        if v is not None
+    ]
+    if req.witness is not None and witness_flags:
+        raise AuditInputError(f"--witness {req.witness} fixes the witness: drop {', '.join(witness_flags)}")
     parse_batch_size(req.batch_size)
     precision_dtype(req.precision)
     if req.limit is not None and req.limit < 1:
@@ -70,6 +88,17 @@ def check_request(req: AuditRequest) -> None:
     confidence_z(req.confidence)
     if not math.isfinite(req.min_margin):
         raise AuditInputError(f"--min-margin must be a finite number, got {req.min_margin}")
+
+
+def _check_weight_flags(req: AuditRequest) -> None:
+    """--arch-arg, --key-prefix and --state-key are read only with --arch (and its --model weights)."""
+    if req.arch_args and not req.arch:
+        raise AuditInputError("--arch-arg needs --arch (it is a keyword argument of the factory)")
+    for flag, value in (("--key-prefix", req.key_prefix), ("--state-key", req.state_key)):
+        if value is not None and not (req.arch and req.model):
+            raise AuditInputError(f"{flag} needs --arch and --model (it selects the weights loaded into the module)")
+    if req.state_key is not None and Path(str(req.model)).suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise AuditInputError(f"--state-key applies to {', '.join(CHECKPOINT_SUFFIXES)} files only")
 
 
 def resolve_device(name: str) -> torch.device:

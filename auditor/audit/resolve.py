@@ -20,13 +20,14 @@ from ..errors import AuditInputError
 from ..sources.arrays import ArrayReader, first_rows
 from ..sources.datasets.dataset import Dataset, to_unit_float
 from ..sources.datasets.registry import open_dataset
-from ..sources.hashing import InputRecord, file_record
-from ..sources.models.encode import encode_means
+from ..sources.hashing import InputRecord, file_record, sha256_now
+from ..sources.models.encode import EncodeRecord, read_means
 from ..sources.models.interface import Encoder, FixedWitness
 from ..sources.models.registry import model_source_for
 from ..sources.teachers.interface import Teacher
 from ..sources.teachers.probabilities import open_probabilities
 from ..sources.teachers.registry import teacher_source_for
+from ..sources.witness_file import WitnessSettings, load_witness
 from .plan import PassPlan
 from .request import AuditRequest
 
@@ -84,6 +85,7 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
             "dtype": str(data.dtype),
         }
 
+    designed, witness_inputs = _open_witness_file(req)
     model_source = model_source_for(req)
     if model_source.needs_data and data is None:
         raise AuditInputError("the encoder needs input data: give --data")
@@ -92,7 +94,9 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
         if encoder.module is not None:
             encoder.module.to(device)
     context["model"] = encoder.record
-    latent_dim = _latent_dim(encoder, data, device)
+    latent_dim, encode_record = _latent_dim(encoder, data, device)
+    if encode_record is not None:
+        context["model"] = {**encoder.record, "encode": encode_record.as_dict()}
 
     teacher_source = teacher_source_for(req)
     if teacher_source.needs_data and data is None:
@@ -104,19 +108,31 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
     if teacher.module is not None and data is not None:
         _check_teacher_input(teacher.module, data.sample_shape, "the data samples")
     context["teacher"] = teacher.record
+    _check_designed_teacher(req, designed)
 
     view = _open_view(req, teacher)
-    witness, witness_source = _witness(req, encoder.witness, latent_dim, teacher.num_classes)
+    witness, witness_source = _witness(req, designed, encoder.witness, latent_dim, teacher.num_classes)
     rows: dict[str, ArrayReader] = {"x": data} if data is not None else {}
     rows.update(encoder.rows)
     rows.update(teacher.rows)
     rows.update(view.rows)
     plan = PassPlan(
-        rows, encoder=encoder.module, teacher=teacher.module, with_view=bool(view.rows), input_shape=encoder.input_shape
+        rows,
+        encoder=encoder.module,
+        teacher=teacher.module,
+        with_view=bool(view.rows),
+        input_shape=encoder.input_shape,
+        encode_record=encode_record,
     )
     if plan.num_samples == 0:
         raise AuditInputError("the audit set is empty: no samples to audit")
-    inputs = [*(data.inputs if data is not None else []), *encoder.inputs, *teacher.inputs, *view.inputs]
+    inputs = [
+        *(data.inputs if data is not None else []),
+        *encoder.inputs,
+        *teacher.inputs,
+        *view.inputs,
+        *witness_inputs,
+    ]
     return Sources(plan, witness, witness_source, inputs, context, view.reason_absent, data, loading.seconds)
 
 
@@ -128,9 +144,10 @@ def _open_data(req: AuditRequest) -> Dataset | None:
     return None
 
 
-def _latent_dim(encoder: Encoder, data: Dataset | None, device: torch.device) -> int:
+def _latent_dim(encoder: Encoder, data: Dataset | None, device: torch.device) -> tuple[int, EncodeRecord | None]:
+    """d, and how μ is read from the encoder's output (None for precomputed latents)."""
     if encoder.module is None:
-        return int(encoder.rows["mu"].shape[1])
+        return int(encoder.rows["mu"].shape[1]), None
     assert data is not None  # model sources that run an encoder need data (checked before opening)
     if encoder.input_shape is not None and math.prod(encoder.input_shape) != math.prod(data.sample_shape):
         raise AuditInputError(
@@ -140,21 +157,19 @@ def _latent_dim(encoder: Encoder, data: Dataset | None, device: torch.device) ->
 
 
 @torch.no_grad()
-def _probe_latent_dim(encoder: nn.Module, dataset: Dataset, input_shape, device) -> int:
+def _probe_latent_dim(encoder: nn.Module, dataset: Dataset, input_shape, device) -> tuple[int, EncodeRecord]:
     if dataset.num_samples == 0:
         raise AuditInputError("the audit set is empty: no samples to audit")
     x = to_unit_float(torch.from_numpy(dataset.read(0, 1).copy()).to(device))
     if input_shape is not None:
         x = x.reshape(1, *input_shape)
     try:
-        mu, _ = encode_means(encoder, x)
+        means = read_means(encoder, x)
     except RuntimeError as exc:
         raise AuditInputError(
             f"the encoder cannot run on the data's samples of shape {list(dataset.sample_shape)} ({str(exc).splitlines()[0][:120]})"
         ) from None
-    if mu.ndim != 2:
-        raise AuditInputError(f"encode(x) must return means of shape (batch, d), got {tuple(mu.shape)}")
-    return int(mu.shape[1])
+    return int(means.mu.shape[1]), means.record
 
 
 def _check_teacher_input(teacher: nn.Module, sample_shape: tuple[int, ...], what: str) -> None:
@@ -179,25 +194,69 @@ def _open_view(req: AuditRequest, teacher: Teacher) -> View:
     return View(reason_absent=NO_VIEW_REASON)
 
 
-def _witness(req: AuditRequest, fixed: FixedWitness | None, latent_dim: int, teacher_k: int) -> tuple[WitnessSpec, str]:
-    """The witness fixed by the model's metadata, or given by the flags; it must match the teacher's K."""
-    flags = {"num_classes": req.num_classes, "beta": req.beta, "offset": req.witness_offset}
+def _open_witness_file(req: AuditRequest) -> tuple[WitnessSettings | None, list[InputRecord]]:
+    """``--witness witness.json``, read and checked before any model is loaded (an input: hashed, listed)."""
+    if req.witness is None:
+        return None, []
+    return load_witness(req.witness), [file_record("witness", req.witness)]
+
+
+def _check_designed_teacher(req: AuditRequest, designed: WitnessSettings | None) -> None:
+    """A witness file names the teacher it was designed with; auditing with another teacher file is refused."""
+    if designed is None or designed.teacher_sha256 is None or req.teacher is None:
+        return  # precomputed --teacher-probs have no teacher file to compare
+    actual = sha256_now(req.teacher)
+    if actual != designed.teacher_sha256:
+        raise AuditInputError(
+            f"--witness {req.witness} was designed with the teacher of sha256 {designed.teacher_sha256[:12]}…, "
+            f"but --teacher {req.teacher} has sha256 {actual[:12]}…"
+        )
+
+
+def _witness(
+    req: AuditRequest, designed: WitnessSettings | None, fixed: FixedWitness | None, latent_dim: int, teacher_k: int
+) -> tuple[WitnessSpec, str]:
+    """The witness fixed by the model's metadata, else by the witness file, else by the flags.
+
+    A witness file or a flag that contradicts the model's metadata is an error, as is a witness file
+    designed for another latent dimension; the witness must match the teacher's K.
+    """
+    if designed is not None:
+        if designed.latent_dim is not None and designed.latent_dim != latent_dim:
+            raise AuditInputError(
+                f"--witness {req.witness} was designed for latent dimension d={designed.latent_dim}, "
+                f"the model's latent means have d={latent_dim}"
+            )
+        given: dict[str, float | None] = {
+            "num_classes": designed.num_classes,
+            "beta": designed.beta,
+            "offset": designed.offset,
+        }
+        named = {key: f"--witness {req.witness} ({key}={value})" for key, value in given.items()}
+        source, fix = f"witness file {req.witness}", "use a witness file that agrees, or none"
+    else:
+        given = {"num_classes": req.num_classes, "beta": req.beta, "offset": req.witness_offset}
+        flags = {"num_classes": "--num-classes", "beta": "--beta", "offset": "--witness-offset"}
+        named = {key: f"{flags[key]} {value}" for key, value in given.items()}
+        source, fix = "command-line flags", "drop the flag"
     if fixed is not None:
-        for key, flag in (("num_classes", "--num-classes"), ("beta", "--beta"), ("offset", "--witness-offset")):
-            if flags[key] is not None and flags[key] != fixed.spec[key]:
+        for key, value in given.items():
+            if value is not None and value != fixed.spec[key]:
                 raise AuditInputError(
-                    f"{flag} {flags[key]} contradicts the witness fixed in {fixed.where} ({key}={fixed.spec[key]}); drop the flag"
+                    f"{named[key]} contradicts the witness fixed in {fixed.where} ({key}={fixed.spec[key]}); {fix}"
                 )
         spec = WitnessSpec(fixed.spec["num_classes"], latent_dim, fixed.spec["beta"], fixed.spec["offset"])
-        source = f"metadata of {fixed.where}"
+        source = f"metadata of {fixed.where}" + (f", matching witness file {req.witness}" if designed else "")
+    elif designed is not None:
+        spec = WitnessSpec(designed.num_classes, latent_dim, designed.beta, designed.offset)
     else:
         if req.beta is None:
             raise AuditInputError(
-                "the witness needs --beta (and optionally --num-classes, --witness-offset) when the model's metadata does not fix it"
+                "the witness needs --witness FILE, or --beta (and optionally --num-classes, --witness-offset), "
+                "when the model's metadata does not fix it"
             )
         K = req.num_classes if req.num_classes is not None else teacher_k
         spec = WitnessSpec(K, latent_dim, float(req.beta), req.witness_offset or 0)
-        source = "command-line flags"
     if spec.num_classes != teacher_k:
         raise AuditInputError(f"the witness has K={spec.num_classes} classes but the teacher gives K={teacher_k}")
     return spec, source

@@ -12,13 +12,15 @@ from ..certificate.document import certificate_dict
 from ..errors import AuditInputError, shown_text
 from ..sources.datasets.registry import DATASETS, open_dataset
 from ..sources.hashing import resolve_digest, sha256_file
+from ..sources.models.arch import is_file_spec, split_arch_spec
+from ..sources.models.registry import model_source_for
 from ..sources.regular_files import FileRefused
 from .pipeline import run_audit
 from .request import AuditRequest
 
 BUILTIN_PREFIX = "builtin:"
 # Request fields naming files (resolved against --root) and data specs (files, or built-in names).
-_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs")
+_PATH_FIELDS = ("model", "latents", "teacher", "teacher_probs", "view_probs", "witness")
 _SPEC_FIELDS = ("data", "teacher_data")
 
 
@@ -74,14 +76,20 @@ def recorded_request(cert: dict, root: Path | None, trust_code: bool):
         if problem:
             raise AuditInputError(f"the certificate is invalid: {problem}: cannot --recompute")
     values = dict(recorded)
-    if (values.get("arch") or values.get("trust_teacher_code")) and not trust_code:
+    if (values.get("arch") or values.get("trust_teacher_code") or values.get("trust_code")) and not trust_code:
         raise AuditInputError(
-            "re-running this audit runs code named in the certificate (an --arch factory or a .pt2 teacher); "
-            "add --trust-code only if you trust those files"
+            "re-running this audit runs code named in the certificate (an --arch factory, a pickled encoder or a "
+            ".pt2 teacher); add --trust-code only if you trust those files"
         )
     for key in _PATH_FIELDS:
         if values.get(key) is not None:
             values[key] = _resolve(values[key], root)
+    if values.get("arch") is not None:
+        target, attribute = split_arch_spec(values["arch"])
+        if is_file_spec(target):
+            values["arch"] = f"{_resolve(target, root)}:{attribute}"
+    if values.get("arch_args") is not None:
+        values["arch_args"] = tuple(values["arch_args"])
     for key in _SPEC_FIELDS:
         if values.get(key) is not None and values[key] not in DATASETS:
             values[key] = str(_resolve(values[key], root))
@@ -91,3 +99,33 @@ def recorded_request(cert: dict, root: Path | None, trust_code: bool):
 def recompute_differences(cert: dict, root: Path | None, trust_code: bool) -> list[str]:
     fresh = certificate_dict(run_audit(recorded_request(cert, root, trust_code)), cert["command"])
     return number_differences(cert, fresh)
+
+
+def weights_status(cert: dict, root: Path | None, trust_code: bool) -> tuple[str, str] | None:
+    """Whether the weights of a model built by an ``--arch`` factory are still the certified ones:
+    ('ok' | 'differs', what was compared), or None when the model's files identify them (every other source).
+
+    A factory may load weights that no file of the certificate names, so only the state-dict digest
+    identifies them, and recomputing it runs the factory: that needs ``trust_code``. Without it, a
+    certificate whose weights came from the factory alone cannot be checked (AuditInputError).
+    """
+    request, model = cert.get("request") or {}, cert.get("model") or {}
+    if not request.get("arch"):
+        return None
+    if not trust_code:
+        if request.get("model"):
+            return None  # the weights file is among the inputs, hashed above
+        raise AuditInputError(
+            f"cannot re-identify the model without running code: its weights come from the --arch factory "
+            f"{request['arch']} and no file of the certificate holds them; add --trust-code to rebuild it and "
+            "compare its state-dict digest, only if you trust that code"
+        )
+    recorded = (model.get("weights_digest") or {}).get("sha256")
+    if not isinstance(recorded, str):
+        raise AuditInputError(
+            "the certificate records no weights digest (written by an older version): cannot compare the weights"
+        )
+    req = recorded_request(cert, root, trust_code)
+    fresh = model_source_for(req).open(req).record["weights_digest"]["sha256"]
+    what = f"state-dict digest of {request['arch']}, rebuilt"
+    return ("ok" if fresh == recorded else "differs"), what

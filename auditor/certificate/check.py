@@ -31,15 +31,17 @@ MAX_CERTIFICATE_DEPTH = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # The JSON types of the fields of "request" (AuditRequest's fields; a test keeps the two in step).
 # None: the field may be null. A float may be written as an integer; a bool is never a number.
+# list: a list of strings (the factory's arguments).
 REQUEST_TYPES: dict[str, tuple] = {
-    **dict.fromkeys(("model", "arch", "latents", "teacher", "teacher_probs", "data", "split"), (str, None)),
-    **dict.fromkeys(("teacher_data", "view_probs"), (str, None)),
+    **dict.fromkeys(("model", "arch", "key_prefix", "state_key", "latents", "teacher", "teacher_probs"), (str, None)),
+    **dict.fromkeys(("data", "split", "teacher_data", "view_probs", "witness"), (str, None)),
     **dict.fromkeys(("limit", "num_classes", "witness_offset"), (int, None)),
     "beta": (float, None),
     **dict.fromkeys(("confidence", "min_margin"), (float,)),
-    **dict.fromkeys(("trust_teacher_code", "model_diagnostics"), (bool,)),
+    **dict.fromkeys(("trust_code", "trust_teacher_code", "model_diagnostics"), (bool,)),
     "batch_size": (int, str),
     **dict.fromkeys(("device", "precision"), (str,)),
+    "arch_args": (list,),
 }
 # diagnostics.model: each entry's numbers that reports show when it was computed.
 _MODEL_DIAGNOSTICS = {
@@ -326,6 +328,9 @@ def _check_provenance(c: _Checker, cert: dict) -> None:
     for key in ("path", "weights", "factory"):  # reports name the model by one of these
         if key in model:
             c.get(model, key, str, f"model.{key}", nullable=True)
+    if model.get("weights_digest") is not None:  # audit verify compares its sha256
+        digest = c.get(model, "weights_digest", dict, "model.weights_digest")
+        c.get(digest, "sha256", str, "model.weights_digest.sha256", nullable=True)
     if cert.get("request") is not None:
         request = c.get(cert, "request", dict)
         for key, value in request.items():
@@ -351,4 +356,6 @@ def _is_json_kind(value, kind) -> bool:
         return _is_number(value)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
     return isinstance(value, kind)

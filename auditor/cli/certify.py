@@ -19,16 +19,37 @@ from .invocation import current_command
 
 
 def default_out_dir(model: Path | None, latents: Path | None, arch: str | None) -> Path:
+    """reports/<the model folder's name, or the model or latents file's stem, or the factory's name>/."""
     source = model or latents
+    if source is not None and source.is_dir():
+        return Path("reports") / source.resolve().name  # a diffusers or pythae folder: its weights files share names
     stem = source.stem if source is not None else (arch or "model").replace(":", "-").replace(".", "-")
     return Path("reports") / stem
 
 
 def certify(
     model: Path | None = typer.Option(
-        None, "--model", help="vae.safetensors with vae_audit metadata (or weights for --arch)."
+        None,
+        "--model",
+        help="vae.safetensors with vae_audit metadata, a diffusers or pythae model folder, or weights for --arch.",
     ),
-    arch: str | None = typer.Option(None, "--arch", help="module:factory returning an nn.Module with encode(x)."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="module:factory or path/to/file.py:factory returning an nn.Module with encode(x)."
+    ),
+    arch_args: list[str] = typer.Option(
+        [],
+        "--arch-arg",
+        help="name=value keyword argument of the factory (repeatable; the value is JSON when it parses).",
+    ),
+    key_prefix: str | None = typer.Option(
+        None, "--key-prefix", help="Read only the weights whose names start with this prefix, stripped (e.g. model.)."
+    ),
+    state_key: str | None = typer.Option(
+        None, "--state-key", help="The entry of a .pt/.pth/.ckpt file that holds the state dict (a/b when nested)."
+    ),
+    trust_code: bool = typer.Option(
+        False, "--trust-code", help="Allow a model file whose loading runs code (a pythae encoder.pkl)."
+    ),
     latents: Path | None = typer.Option(None, "--latents", help="Precomputed means: tensor 'mu' (optional 'logvar')."),
     teacher: Path | None = typer.Option(
         None, "--teacher", help="teacher.pt (pca-gmm), or a .pt2 program with --trust-teacher-code."
@@ -48,6 +69,9 @@ def certify(
     view_probs: Path | None = typer.Option(
         None, "--view-probs", help="Teacher probabilities on the encoder's view (view gap with --teacher-probs)."
     ),
+    witness: Path | None = typer.Option(
+        None, "--witness", help="witness.json from audit design / teacher search: K, β, offset (instead of the flags)."
+    ),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Witness K (default: the teacher's K)."),
     beta: float | None = typer.Option(None, "--beta", help="Witness scale β (needed unless the checkpoint fixes it)."),
     witness_offset: int | None = typer.Option(
@@ -65,7 +89,9 @@ def certify(
         "--model-diagnostics/--no-model-diagnostics",
         help="Decoder/posterior diagnostics on a 512-sample subset (default on; never part of the verdict).",
     ),
-    out: Path | None = typer.Option(None, "--out", help="Report folder (default reports/<model stem>/)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Report folder (default reports/<model folder name or file stem>/)."
+    ),
     formats: str = typer.Option("json,md", "--format", help="Comma-separated: json (always written), md, html, junit."),
     quiet: bool = typer.Option(False, "--quiet", help="No summary on the terminal (errors still go to stderr)."),
     json_out: bool = typer.Option(
@@ -79,6 +105,10 @@ def certify(
     request = AuditRequest(
         model=model,
         arch=arch,
+        arch_args=tuple(arch_args),
+        key_prefix=key_prefix,
+        state_key=state_key,
+        trust_code=trust_code,
         latents=latents,
         teacher=teacher,
         teacher_probs=teacher_probs,
@@ -91,6 +121,7 @@ def certify(
         num_classes=num_classes,
         beta=beta,
         witness_offset=witness_offset,
+        witness=witness,
         confidence=confidence,
         min_margin=min_margin,
         batch_size=parse_batch_size(batch_size),

@@ -12,7 +12,9 @@ from ..errors import AuditInputError
 from ..sources.atomic import atomic_write_text
 from ..sources.datasets.features import dataset_probabilities
 from ..sources.datasets.registry import open_dataset
+from ..sources.hashing import sha256_file
 from ..sources.teachers.files import load_teacher
+from ..sources.witness_file import WitnessSettings, save_witness
 
 
 def design(
@@ -32,11 +34,17 @@ def design(
         DEFAULT_ENERGY_BUDGET, "--energy-budget", help="Prior cost ½E‖μ*‖² (nats) to recommend β for."
     ),
     csv: Path | None = typer.Option(None, "--csv", help="Also write the margin–energy path as CSV (atomically)."),
+    witness_out: Path | None = typer.Option(
+        None, "--witness-out", help="Also write these witness settings as witness.json, for training and --witness."
+    ),
 ) -> None:
     """Print I_T, E_T, the analytic code's energy, the margin–energy path and a recommended β."""
     from rich.console import Console
     from rich.table import Table
 
+    for flag, out in (("--csv", csv), ("--witness-out", witness_out)):
+        if out is not None and out.is_dir():
+            raise AuditInputError(f"{flag} {out} is a folder; give a file's path")
     dataset = open_dataset(data, split, limit, role="data")
     model = load_teacher(teacher, trust_teacher_code, dataset.sample_shape)
     size = math.prod(dataset.sample_shape)
@@ -73,6 +81,10 @@ def design(
     if csv is not None:
         atomic_write_text(csv, table.to_csv(index=False))
         console.print(f"wrote {csv}")
+    if witness_out is not None:
+        K = s["num_classes"]
+        save_witness(witness_out, WitnessSettings(K, beta, witness_offset, latent_dim, sha256_file(teacher)))
+        console.print(f"wrote {witness_out} (K = {K}, β = {beta:g}, offset {witness_offset}, d = {latent_dim})")
 
 
 def register(app: typer.Typer) -> None:

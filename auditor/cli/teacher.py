@@ -17,6 +17,7 @@ from ..sources.datasets.features import dataset_features
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.teachers.files import save_teacher
+from ..sources.witness_file import WitnessSettings, save_witness
 from ..teachers.fit import fit_pca_gmm, teacher_probabilities
 from ..teachers.search import (
     DEFAULT_CLASSES,
@@ -159,16 +160,24 @@ def search(
     sidecar = search_sidecar_path(out)
     atomic_write_text(sidecar, json.dumps(record, indent=2) + "\n")
     chosen = record["chosen"]
+    # The witness these numbers were computed for (offset 0; d is the model's choice, made later).
+    witness = sidecar_path(out, "witness")
+    save_witness(witness, WitnessSettings(int(chosen["K"]), beta, 0, None, record["teacher_sha256"]))
     console.print(
         f"chosen: rank {chosen['rank']}, K {chosen['K']}, τ {chosen['temperature']:g}: held-out "
         f"I_T = {chosen['I_T']:.4f} nats, E_T = {chosen['E_T']:.2f}, energy {chosen['energy']:.3f} nats\n"
-        f"wrote {out} and {sidecar}"
+        f"wrote {out}, {sidecar} and {witness}"
     )
+
+
+def sidecar_path(teacher_path: Path, kind: str) -> Path:
+    """teacher.pt → teacher.<kind>.json (beside it)."""
+    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.{kind}.json")
 
 
 def search_sidecar_path(teacher_path: Path) -> Path:
     """teacher.pt → teacher.search.json (beside it)."""
-    return teacher_path.with_name(f"{teacher_path.stem if teacher_path.suffix else teacher_path.name}.search.json")
+    return sidecar_path(teacher_path, "search")
 
 
 def search_table(table, beta: float, energy_budget: float, num_fit: int, num_holdout: int):

@@ -18,7 +18,7 @@ from ..certificate.document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE
 from ..errors import AuditInputError
 from ..sources.regular_files import read_input
 from .interface import ReportFormat
-from .rows import fmt, summary_rows  # one number format for every report
+from .rows import fmt, prior_kl_text, summary_rows  # one number format for every report
 
 MAX_TRAINING_CSV_BYTES = 64 << 20
 
@@ -35,7 +35,8 @@ table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
 td, th { border: 1px solid #d0d7de; padding: .25em .6em; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img.plot { max-width: 100%; display: block; margin: .6em 0; }
-code { font-size: .88em; word-break: break-all; }
+code { font-size: .88em; overflow-wrap: anywhere; }
+code.command .arg { display: inline-block; max-width: 100%; }
 """
 
 
@@ -62,6 +63,11 @@ def _new_figure(width: float = 7.5, height: float = 3.2):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def _legend_outside(ax) -> None:
+    """The legend right of the axes, never over a bar, a curve or the star."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
+
+
 def _img(fig, name: str, alt: str) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
@@ -71,6 +77,10 @@ def _img(fig, name: str, alt: str) -> str:
 
 # ---------------------------------------------------------------------------- plots
 def margin_plot(cert: dict) -> str:
+    return _img(margin_figure(cert), "margin", "margin against teacher information")
+
+
+def margin_figure(cert: dict):
     """Ĝ = I_T − L as bars: the information the teacher offers, what the witness loses, what is left."""
     names = ["teacher information I_T", "alignment loss L", "margin Ĝ", "lower bound (LCB)"]
     values = [cert["teacher_information"], cert["alignment_loss"], cert["margin"], cert["margin_lcb"]]
@@ -97,11 +107,15 @@ def margin_plot(cert: dict) -> str:
     ax.axvline(0.0, color="black", lw=0.8)
     ax.axvline(cert["min_margin"], color=_AMBER, lw=1.2, ls="--", label=f"required δ = {cert['min_margin']:g}")
     ax.set_xlabel("nats")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    return _img(fig, "margin", "margin against teacher information")
+    _legend_outside(ax)
+    return fig
 
 
 def per_class_plot(cert: dict) -> str:
+    return _img(per_class_figure(cert), "per-class", "per teacher class: mass and witness agreement")
+
+
+def per_class_figure(cert: dict):
     rows = cert["per_class"]
     classes = [str(r["class"]) for r in rows]
     fig = _new_figure(7.5, 3.0)
@@ -119,38 +133,63 @@ def per_class_plot(cert: dict) -> str:
     ax.set_xticks(list(xs), classes)
     ax.set_xlabel("teacher class (argmax p)")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    return _img(fig, "per-class", "per teacher class: mass and witness agreement")
+    _legend_outside(ax)
+    return fig
 
 
 def energy_path_plot(cert: dict) -> str:
+    return _img(energy_path_figure(cert), "energy-path", "margin–energy path with this model")
+
+
+def view_range(low: float, high: float, value: float) -> tuple[float, float, float]:
+    """(low′, high′, where to draw ``value``) on an axis that shows [low, high].
+
+    A value within one span of the range widens it; one further away would squash the range
+    into a corner, so it is drawn at the range's nearer edge instead (and said to be off the scale).
+    """
+    span = (high - low) or 1.0
+    if low - span <= value <= high + span:
+        return min(low, value), max(high, value), value
+    return low, high, min(max(value, low), high)
+
+
+def energy_path_figure(cert: dict):
     path = cert["design"]["path"]
+    energies, margins = [p["energy"] for p in path], [p["margin"] for p in path]
     fig = _new_figure(7.5, 3.4)
     ax = fig.add_subplot()
-    ax.plot(
-        [p["energy"] for p in path],
-        [p["margin"] for p in path],
-        "-o",
-        color=_BLUE,
-        ms=3,
-        label="analytic path μ_t = t·μ*(p), t = 0 … 1",
-    )
+    ax.plot(energies, margins, "-o", color=_BLUE, ms=3, label="analytic path μ_t = t·μ*(p), t = 0 … 1")
     for p, dx in ((path[0], 4), (path[-1], -24)):
         ax.annotate(
             f"t = {p['t']:g}", (p["energy"], p["margin"]), xytext=(dx, -12), textcoords="offset points", fontsize=8
         )
-    d = cert["diagnostics"]
-    colour = _GREEN if cert["verdict"] == "certified" else _AMBER
-    ax.plot([d["mean_sq_norm"]], [cert["margin"]], "*", ms=14, color=colour, label="this model (E‖μ‖², Ĝ)")
     ax.axhline(0.0, color="black", lw=0.8)
     ax.axhline(cert["teacher_information"], color=_GREY, lw=0.8, ls=":", label="I_T (the most any witness can reach)")
+    x_low, x_high = 0.0, max(energies)
+    y_low, y_high = min([*margins, 0.0]), max([*margins, cert["teacher_information"]])
+    energy, margin = cert["diagnostics"]["mean_sq_norm"], cert["margin"]
+    if energy is not None and margin is not None:
+        x_low, x_high, x = view_range(x_low, x_high, energy)
+        y_low, y_high, y = view_range(y_low, y_high, margin)
+        colour = _GREEN if cert["verdict"] == "certified" else _AMBER
+        label = f"this model: E‖μ‖² = {energy:.4g}, Ĝ = {margin:.4f}"
+        if (x, y) != (energy, margin):
+            label += "\n(off the path's scale: drawn at its edge)"
+        ax.plot([x], [y], "*", ms=14, color=colour, label=label, gid="this-model")
+    for set_limits, low, high in ((ax.set_xlim, x_low, x_high), (ax.set_ylim, y_low, y_high)):
+        pad = 0.06 * ((high - low) or 1.0)  # keeps a star drawn at the edge whole, inside the axes
+        set_limits(low - pad, high + pad)
     ax.set_xlabel("energy E‖μ‖²")
     ax.set_ylabel("margin (nats)")
-    ax.legend(fontsize=8, loc="lower right")
-    return _img(fig, "energy-path", "margin–energy path with this model")
+    _legend_outside(ax)
+    return fig
 
 
 def view_gap_plot(cert: dict) -> str:
+    return _img(view_gap_figure(cert), "view-gap", "view gap")
+
+
+def view_gap_figure(cert: dict):
     view, margin = cert["view_gap"], cert["margin"]
     fig = _new_figure(7.5, 2.2)
     ax = fig.add_subplot()
@@ -167,11 +206,15 @@ def view_gap_plot(cert: dict) -> str:
     ax.axvline(cert["min_margin"], color=_AMBER, ls="--", lw=1.2, label="required δ")
     ax.set_yticks([])
     ax.set_xlabel("margin (nats)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _img(fig, "view-gap", "view gap")
+    _legend_outside(ax)
+    return fig
 
 
 def latent_variance_plot(cert: dict) -> str:
+    return _img(latent_variance_figure(cert), "latent-variance", "latent variance per dimension")
+
+
+def latent_variance_figure(cert: dict):
     d = cert["diagnostics"]
     variance = d["latent_variance"]
     fig = _new_figure(7.5, 2.6)
@@ -187,8 +230,8 @@ def latent_variance_plot(cert: dict) -> str:
     )
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("Var μ_d")
-    ax.legend(fontsize=8)
-    return _img(fig, "latent-variance", "latent variance per dimension")
+    _legend_outside(ax)
+    return fig
 
 
 def training_plot(table) -> str:
@@ -308,7 +351,7 @@ def _diagnostics_section(cert: dict) -> str:
         ["max |μ − mean μ|", d["max_abs_deviation_from_mean"]],
         [f"active units (Var > {d['active_unit_threshold']:g})", f"{d['active_units']} of {d['latent_dim']}"],
         ["E‖μ‖²", d["mean_sq_norm"]],
-        ["mean KL to N(0, I)", d.get("mean_prior_kl")],
+        ["mean KL to N(0, I)", prior_kl_text(d)],
         ["witness agreement", d["witness_agreement"]],
         ["mean escape force ‖βS(q − p)‖", d.get("escape_force")],
     ]
@@ -319,22 +362,42 @@ def _diagnostics_section(cert: dict) -> str:
 
 
 def _training_section(cert: dict) -> str:
+    """The training curve from the CSV beside the model; no section at all when there is none."""
     path = training_csv_path(cert)
     if path is None or not path.is_file():
-        where = f" ({_e(path)})" if path is not None else ""
-        return f"<h2>Training curve</h2><p>No training CSV beside the model{where}.</p>"
+        return ""
     table, problem = read_training_csv(path)
     if table is None:
         return f"<h2>Training curve</h2><p>{_e(problem)}.</p>"
     return f"<h2>Training curve</h2><p>From <code>{_e(path)}</code>.</p>" + training_plot(table)
 
 
+def option_groups(command: list[str]) -> list[list[str]]:
+    """The command's words, a new group at each option (``--beta 2`` stays together)."""
+    groups: list[list[str]] = []
+    for word in command:
+        if not groups or (word.startswith("-") and not _is_number(word)):
+            groups.append([])
+        groups[-1].append(word)
+    return groups
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def _provenance_section(cert: dict) -> str:
     rows = [[i["role"], i["path"], i["sha256"]] for i in cert["inputs"]]
+    # One box per option and its value: lines break between them, inside one only when it is longer than a line.
+    command = " ".join(f'<span class="arg">{_e(" ".join(group))}</span>' for group in option_groups(cert["command"]))
     return (
         "<h2>Inputs</h2>"
         + _table(["role", "path", "sha256"], rows)
-        + f"<p>Tool version {_e(cert['tool_version'])}. Command: <code>{_e(' '.join(cert['command']))}</code></p>"
+        + f'<p>Tool version {_e(cert["tool_version"])}. Command: <code class="command">{command}</code></p>'
     )
 
 

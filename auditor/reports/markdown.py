@@ -3,9 +3,18 @@ inputs), also appended to GitHub's job summary by ``audit certify``."""
 
 from __future__ import annotations
 
+import re
+
 from ..certificate.document import NOT_COLLAPSED_NOTE
 from .interface import ReportFormat
-from .rows import fmt, summary_rows
+from .rows import fmt, one_line, summary_rows
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#!~])")
+
+
+def markdown_cell(text: str) -> str:
+    """Text from a certificate, inert in a Markdown table cell: one line, every special character escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line(text))
 
 
 def render_markdown(cert: dict) -> str:
@@ -13,7 +22,7 @@ def render_markdown(cert: dict) -> str:
     if cert["verdict"] == "certified":
         lines += [f"Note: {NOT_COLLAPSED_NOTE}", ""]  # the other verdict's reading, stated as it is
     lines += ["| quantity | value |", "| --- | --- |"]
-    lines += [f"| {label} | {value} |" for label, value in summary_rows(cert)]
+    lines += [f"| {label} | {markdown_cell(value)} |" for label, value in summary_rows(cert)]
     lines += ["", "## View gap", ""]
     view = cert.get("view_gap")
     if view is None:

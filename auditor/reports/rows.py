@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 
 def fmt(value, digits: int = 4) -> str:
     """A number as reports print it; "—" for a missing one (None or NaN)."""
@@ -12,6 +14,11 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def one_line(text: str) -> str:
+    """Text from a certificate as one printable line: control characters (newlines, escapes) become spaces."""
+    return "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
 
 
 def summary_rows(cert: dict) -> list[tuple[str, str]]:
@@ -30,7 +37,7 @@ def summary_rows(cert: dict) -> list[tuple[str, str]]:
         ("max |μ − mean μ| (exact constancy)", fmt(d["max_abs_deviation_from_mean"], 6)),
         (f"active units (Var > {d['active_unit_threshold']})", f"{d['active_units']} of {d['latent_dim']}"),
         ("E‖μ‖²", fmt(d["mean_sq_norm"])),
-        ("mean KL to N(0, I)", fmt(d["mean_prior_kl"])),
+        ("mean KL to N(0, I)", prior_kl_text(d)),
         ("witness agreement", fmt(d["witness_agreement"])),
     ]
     rows += model_diagnostic_rows(d.get("model"))
@@ -43,20 +50,33 @@ def summary_rows(cert: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def not_computed(reason: str | None) -> str:
+    """What a report shows for a diagnostic that was not computed: the reason, never a bare dash."""
+    return f"not computed: {reason}" if reason else "not computed"
+
+
+def prior_kl_text(diagnostics: dict) -> str:
+    """The mean KL to the prior, or why there is none (it needs log-variances)."""
+    value = diagnostics.get("mean_prior_kl")
+    return fmt(value) if value is not None else not_computed("no log-variances (the encoder gives μ only)")
+
+
 def model_diagnostic_rows(model: dict | None) -> list[tuple[str, str]]:
-    """Rows for ``diagnostics.model`` (see :mod:`auditor.audit.diagnostics`); — where not computed."""
+    """Rows for ``diagnostics.model`` (see :mod:`auditor.audit.diagnostics`), with the reason where not computed."""
     if not model:
         return []
+    # None of them ran (--no-model-diagnostics, or a rank that writes nothing): one reason for all.
+    everything = model if model.get("computed") is False else None
 
-    def value(key: str, field: str) -> str:
-        return fmt(model[key][field]) if model.get(key, {}).get("computed") else "—"
+    def value(key: str, *fields: str) -> str:
+        entry = everything or model.get(key) or {}
+        if not entry.get("computed"):
+            return not_computed(entry.get("reason"))
+        return " / ".join(fmt(entry.get(field)) for field in fields)
 
     return [
         ("mutual information I_q(x; z) (nats)", value("mutual_information", "value")),
-        (
-            "self-consistency E‖μ(m(z)) − z‖² / E‖x − m(μ(x))‖²",
-            f"{value('self_consistency', 'latent')} / {value('self_consistency', 'data')}",
-        ),
+        ("self-consistency E‖μ(m(z)) − z‖² / E‖x − m(μ(x))‖²", value("self_consistency", "latent", "data")),
         ("IMA contrast of the decoder", value("ima_contrast", "mean")),
         ("log p(x|μ(x)) − log p(x|z~prior) (nats)", value("identifiability", "gap")),
     ]

@@ -20,7 +20,7 @@ from safetensors.torch import save
 from torch import nn
 
 from ..certificate.json_input import parse_json
-from ..errors import AuditInputError, shown
+from ..errors import AuditInputError, shown, shown_text
 from ..nets.registry import MAX_PARAMETERS, build_model, model_skeleton
 from .atomic import atomic_write_bytes
 from .regular_files import read_input
@@ -146,7 +146,7 @@ def _check_names(expected: dict, found: dict, path: Path) -> None:
     if missing or extra:
         raise AuditInputError(
             f"{path}: tensors do not match the architecture (missing: {', '.join(missing[:4]) or 'none'}; "
-            f"unexpected: {shown(', '.join(extra[:4])) if extra else 'none'})"
+            f"unexpected: {shown(', '.join(extra[:4])) if extra else 'none'}){_prefix_hint(found, expected)}"
         )
 
 
@@ -167,6 +167,14 @@ def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: Pa
         if not torch.isfinite(tensor).all():
             raise AuditInputError(f"{path}: tensor {name!r} contains NaN or inf")
     model.load_state_dict(tensors, strict=True)
+
+
+def _prefix_hint(tensors: dict, expected: dict) -> str:
+    """A suggestion when the names carry a prefix the module's do not (a LightningModule's ``model.``)."""
+    for head in sorted({name.split(".", 1)[0] + "." for name in tensors if "." in name}):
+        if set(expected) <= {name[len(head) :] for name in tensors if name.startswith(head)}:
+            return f"; the file's names start with {shown(head)}: try --key-prefix {shown_text(head)}"
+    return ""
 
 
 def checkpoint_bytes(model: nn.Module, architecture: dict, witness: dict, training: dict | None = None) -> bytes:

@@ -52,6 +52,12 @@ def sha256_file(path: str | os.PathLike, expected: FileIdentity | None = None, c
     return _sha256(path, expected, chunk_size)
 
 
+def sha256_now(path: str | os.PathLike) -> str:
+    """The file's sha256 computed at once on this thread, on every rank: for a small file that a
+    check needs before the pass (the background hasher may still be busy with the data set)."""
+    return _sha256(path, watched_identity(path), 1 << 20)
+
+
 def _sha256(path, expected: FileIdentity | None, chunk_size: int, cancelled=None) -> str:
     fd, info = open_regular(path)
     opened = FileIdentity.of(info)

@@ -28,7 +28,7 @@ from torch import nn
 from ..certificate.numbers import CertificateNumbers
 from ..certificate.state import CertificateState
 from ..certificate.verdict import decide
-from ..certificate.witness import WitnessSpec, analytic_code, witness_matrix
+from ..certificate.witness import WitnessSpec, analytic_code
 from ..errors import AuditInputError
 from ..nets.base import Encodes
 from ..nets.likelihood import reconstruction_nll
@@ -38,7 +38,7 @@ from ..sources.checkpoint import Checkpoint
 from ..sources.datasets.dataset import to_unit_float
 from ..sources.models.encode import encode_means
 from .config import TrainConfig, resolve_config
-from .losses import alignment_loss, prior_kl_per_dim
+from .losses import AlignmentLoss, prior_kl_per_dim
 from .methods.base import Step
 from .methods.registry import get_method
 from .protocols import get_protocol
@@ -189,8 +189,8 @@ def train_model(
         architecture = method.architecture(cfg, tuple(x.shape[1:]))
         model = fresh_model(architecture, cfg.seed)
         witness = {"num_classes": K, "beta": float(cfg.beta), "offset": 0}
-    spec = WitnessSpec(K, cfg.latent_dim, witness["beta"], witness["offset"])
-    S = torch.as_tensor(witness_matrix(spec), dtype=torch.float32)
+    align_loss = AlignmentLoss(K, cfg.latent_dim, witness["beta"], witness["offset"])
+    spec = align_loss.spec
     p32 = p.to(torch.float32)
     generator = torch.Generator().manual_seed(cfg.seed)
     mu_star = prefit_targets(p, spec) if method.prefit_epochs(cfg) else None
@@ -221,7 +221,7 @@ def train_model(
                         z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
                         recon = reconstruction_nll(model, xb, z).mean()
                         kl_dim = prior_kl_per_dim(mu, logvar)
-                        align = alignment_loss(mu, p32[idx], S, spec.beta)
+                        align = align_loss(mu, p32[idx])
                         weights = (method.kl_weight(cfg, t), method.align_weight(cfg, t))
                         loss = recon + weights[0] * method.kl_penalty(kl_dim, cfg) + weights[1] * align
                         extra = method.extra_loss(Step(model, xb, mu, logvar, z, p32[idx], cfg, t))

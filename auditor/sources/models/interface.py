@@ -1,7 +1,7 @@
 """The seam for model sources: where an audit's latent means come from.
 
-A model source turns what the user named — a vae-audit checkpoint, an ``--arch`` factory,
-precomputed latents — into an :class:`Encoder`: either a module whose ``encode(x)`` the pass
+A model source turns what the user named — a vae-audit checkpoint, an ``--arch`` factory with
+its weights, a diffusers or pythae folder, precomputed latents — into an :class:`Encoder`: either a module whose ``encode(x)`` the pass
 runs on the data, or arrays of precomputed means. Each source is one class implementing
 :class:`ModelSource`; :mod:`auditor.sources.models.registry` lists them in the order they are
 asked whether a request is theirs. A new format is one new class and its tests: the audit
@@ -26,8 +26,13 @@ class ModelRequest(Protocol):
 
     model: Path | None
     arch: str | None
+    arch_args: tuple[str, ...]
+    key_prefix: str | None
+    state_key: str | None
+    trust_code: bool
     latents: Path | None
     limit: int | None
+    precision: str
 
 
 @dataclass(frozen=True)
