@@ -34,6 +34,7 @@ PUBLIC_API = {
     "load_teacher": "auditor.sources.teachers.files",
     "load_witness": "auditor.sources.witness_file",
     "open_dataset": "auditor.sources.datasets.registry",
+    "DataOptions": "auditor.sources.datasets.options",
 }
 __all__ = ["__version__", *PUBLIC_API]
 

@@ -46,3 +46,10 @@ def describe(exc: BaseException) -> str:
     """``Type: the message's first line`` (at most 160 characters), to quote an exception in one line."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
+
+
+def printable(text: object) -> str:
+    """``text`` as it may appear in a message: as is when printable, else Python's ascii() of it,
+    so that a name taken from a file (a folder entry, a column) cannot move the terminal's cursor."""
+    text = str(text)
+    return text if text.isprintable() else ascii(text)

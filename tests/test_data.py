@@ -207,13 +207,6 @@ def test_explicit_split_all_is_accepted_for_files(tmp_path):
     assert open_dataset(str(path), split="all").split == "all"
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_file_has_no_builtin_split(tmp_path, split):
-    path = tmp_path / "x.npy"
-    np.save(path, np.zeros((4, 2), np.float32))
-    assert "no built-in" in input_error(open_dataset, str(path), split=split)
-
-
 def test_missing_x_in_npz(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, images=np.zeros((3, 2)))

@@ -12,6 +12,7 @@ import torch
 
 from ..certificate.numbers import confidence_z
 from ..errors import AuditInputError
+from ..sources.datasets.options import OPTION_NAMES, DataOptions
 from ..sources.models.torch_pickle import CHECKPOINT_SUFFIXES
 from .batch_size import parse_batch_size
 from .forward import precision_dtype
@@ -32,6 +33,9 @@ class AuditRequest:
     data: str | None = None
     split: str | None = None
     limit: int | None = None
+    image_size: tuple[int, int] | None = None  # reading --data: every image resized to (height, width)
+    column: str | None = None  # reading --data: the Parquet/Arrow column of samples
+    test_every: int | None = None  # the file split rule's M, for data (and teacher data) without a split
     teacher_data: str | None = None
     view_probs: Path | None = None
     num_classes: int | None = None
@@ -86,6 +90,9 @@ def check_request(req: AuditRequest) -> None:
     if req.limit is not None and req.limit < 1:
         raise AuditInputError(f"--limit must be >= 1, got {req.limit}")
     confidence_z(req.confidence)
+    reading = data_options(req)
+    if req.data is None and reading.given():
+        raise AuditInputError(f"{', '.join(OPTION_NAMES[name] for name in reading.given())} needs --data")
     if not math.isfinite(req.min_margin):
         raise AuditInputError(f"--min-margin must be a finite number, got {req.min_margin}")
 
@@ -99,6 +106,11 @@ def _check_weight_flags(req: AuditRequest) -> None:
             raise AuditInputError(f"{flag} needs --arch and --model (it selects the weights loaded into the module)")
     if req.state_key is not None and Path(str(req.model)).suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise AuditInputError(f"--state-key applies to {', '.join(CHECKPOINT_SUFFIXES)} files only")
+
+
+def data_options(req: AuditRequest) -> DataOptions:
+    """How to read ``--data`` (checked here: a bad value is refused before any file is opened)."""
+    return DataOptions(image_size=req.image_size, column=req.column, test_every=req.test_every)
 
 
 def resolve_device(name: str) -> torch.device:

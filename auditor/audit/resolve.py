@@ -19,6 +19,7 @@ from ..certificate.witness import WitnessSpec
 from ..errors import AuditInputError
 from ..sources.arrays import ArrayReader, first_rows
 from ..sources.datasets.dataset import Dataset, to_unit_float
+from ..sources.datasets.options import DataOptions
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import InputRecord, file_record, sha256_now
 from ..sources.models.encode import EncodeRecord, read_means
@@ -29,7 +30,7 @@ from ..sources.teachers.probabilities import open_probabilities
 from ..sources.teachers.registry import teacher_source_for
 from ..sources.witness_file import WitnessSettings, load_witness
 from .plan import PassPlan
-from .request import AuditRequest
+from .request import AuditRequest, data_options
 
 NO_VIEW_REASON = "no second view was given (--teacher-data or --view-probs): the teacher saw the encoder's own inputs"
 
@@ -81,6 +82,7 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
             "spec": req.data,
             "split": data.split,
             "limit": req.limit,
+            "split_rule": data.split_rule,
             "sample_shape": list(data.sample_shape),
             "dtype": str(data.dtype),
         }
@@ -138,7 +140,7 @@ def resolve_sources(req: AuditRequest, device: torch.device) -> Sources:
 
 def _open_data(req: AuditRequest) -> Dataset | None:
     if req.data is not None:
-        return open_dataset(req.data, req.split, req.limit, role="data")
+        return open_dataset(req.data, req.split, req.limit, role="data", options=data_options(req))
     if req.split not in (None, "all"):
         raise AuditInputError("--split needs --data")
     return None
@@ -180,7 +182,10 @@ def _check_teacher_input(teacher: nn.Module, sample_shape: tuple[int, ...], what
 
 def _open_view(req: AuditRequest, teacher: Teacher) -> View:
     if req.teacher_data:
-        view = open_dataset(req.teacher_data, req.split, req.limit, role="teacher-data")
+        # Same split rule as --data, so that row i of the two views is the same sample; the
+        # teacher's view is read as stored (its own image size, its first usable column).
+        reading = DataOptions(test_every=req.test_every)
+        view = open_dataset(req.teacher_data, req.split, req.limit, role="teacher-data", options=reading)
         assert teacher.module is not None  # --teacher-data needs --teacher (checked with the request)
         _check_teacher_input(teacher.module, view.sample_shape, "the --teacher-data samples")
         return View({"x_teacher": view}, list(view.inputs))

@@ -10,6 +10,7 @@ from ..certificate.check import request_field_problem
 from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
 from ..errors import AuditInputError, shown_text
+from ..sources.datasets.image_folder import manifest_sha256
 from ..sources.datasets.registry import DATASETS, open_dataset
 from ..sources.hashing import resolve_digest, sha256_file
 from ..sources.models.arch import is_file_spec, split_arch_spec
@@ -50,8 +51,10 @@ def input_status(record: dict, root: Path | None) -> str:
         if actual is None:
             return "missing"
     else:
+        target = _resolve(path, root)
         try:
-            actual = resolve_digest(sha256_file(_resolve(path, root)))
+            # A folder among the inputs is an image folder, recorded by its manifest's sha256.
+            actual = manifest_sha256(target) if target.is_dir() else resolve_digest(sha256_file(target))
         except FileRefused as refused:
             return refused.status
     return "ok" if actual == record["sha256"] else "differs"

@@ -31,17 +31,19 @@ MAX_CERTIFICATE_DEPTH = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # The JSON types of the fields of "request" (AuditRequest's fields; a test keeps the two in step).
 # None: the field may be null. A float may be written as an integer; a bool is never a number.
-# list: a list of strings (the factory's arguments).
+# STRINGS: a list of strings (the factory's arguments); SIZE: [height, width], two integers.
+STRINGS, SIZE = "list of strings", "[height, width]"
 REQUEST_TYPES: dict[str, tuple] = {
     **dict.fromkeys(("model", "arch", "key_prefix", "state_key", "latents", "teacher", "teacher_probs"), (str, None)),
-    **dict.fromkeys(("data", "split", "teacher_data", "view_probs", "witness"), (str, None)),
-    **dict.fromkeys(("limit", "num_classes", "witness_offset"), (int, None)),
+    **dict.fromkeys(("data", "split", "column", "teacher_data", "view_probs", "witness"), (str, None)),
+    **dict.fromkeys(("limit", "test_every", "num_classes", "witness_offset"), (int, None)),
     "beta": (float, None),
     **dict.fromkeys(("confidence", "min_margin"), (float,)),
     **dict.fromkeys(("trust_code", "trust_teacher_code", "model_diagnostics"), (bool,)),
     "batch_size": (int, str),
     **dict.fromkeys(("device", "precision"), (str,)),
-    "arch_args": (list,),
+    "arch_args": (STRINGS,),
+    "image_size": (SIZE, None),
 }
 # diagnostics.model: each entry's numbers that reports show when it was computed.
 _MODEL_DIAGNOSTICS = {
@@ -345,7 +347,7 @@ def request_field_problem(key: str, value) -> str | None:
     kinds = REQUEST_TYPES.get(key)
     if kinds is None or any(_is_json_kind(value, kind) for kind in kinds):
         return None
-    names = " or ".join("null" if kind is None else kind.__name__ for kind in kinds)
+    names = " or ".join("null" if kind is None else getattr(kind, "__name__", kind) for kind in kinds)
     return f"'request.{shown_text(key)}' must be {names}, found {shown(value)}"
 
 
@@ -356,6 +358,8 @@ def _is_json_kind(value, kind) -> bool:
         return _is_number(value)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if kind is list:
+    if kind is STRINGS:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind is SIZE:
+        return isinstance(value, list) and len(value) == 2 and all(_is_json_kind(item, int) for item in value)
     return isinstance(value, kind)

@@ -15,6 +15,7 @@ from ..certificate.document import certificate_dict, certificate_json
 from ..reports.progress import BatchProgress, progress_wanted
 from ..reports.terminal import print_summary
 from ..reports.writer import append_github_step_summary, parse_formats, write_reports
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 from .invocation import current_command
 
 
@@ -63,6 +64,9 @@ def certify(
     data: str | None = typer.Option(None, "--data", help="'digits' or a data file/folder (see README)."),
     split: str | None = typer.Option(None, "--split", help="train, test or all (default all)."),
     limit: int | None = typer.Option(None, "--limit", help="Audit only the first N samples."),
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     teacher_data: str | None = typer.Option(
         None, "--teacher-data", help="The teacher's view of the same samples (enables the view gap)."
     ),
@@ -102,6 +106,7 @@ def certify(
     from rich.console import Console
 
     fmt_list = parse_formats(formats)
+    reading = data_options(image_size, column, test_every)
     request = AuditRequest(
         model=model,
         arch=arch,
@@ -116,6 +121,9 @@ def certify(
         data=data,
         split=split,
         limit=limit,
+        image_size=reading.image_size,
+        column=reading.column,
+        test_every=reading.test_every,
         teacher_data=teacher_data,
         view_probs=view_probs,
         num_classes=num_classes,

@@ -15,6 +15,7 @@ from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.teachers.files import load_teacher
 from ..sources.witness_file import WitnessSettings, save_witness
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
 
 def design(
@@ -27,6 +28,9 @@ def design(
     data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
     split: str | None = typer.Option(None, "--split", help="train, test or all (default all)."),
     limit: int | None = typer.Option(None, "--limit", help="Use the first N samples only."),
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     beta: float = typer.Option(..., "--beta", help="Witness scale β > 0."),
     latent_dim: int = typer.Option(..., "--latent-dim", help="Latent dimension d >= K − 1."),
     witness_offset: int = typer.Option(0, "--witness-offset", help="First latent row of the witness."),
@@ -45,7 +49,7 @@ def design(
     for flag, out in (("--csv", csv), ("--witness-out", witness_out)):
         if out is not None and out.is_dir():
             raise AuditInputError(f"{flag} {out} is a folder; give a file's path")
-    dataset = open_dataset(data, split, limit, role="data")
+    dataset = open_dataset(data, split, limit, role="data", options=data_options(image_size, column, test_every))
     model = load_teacher(teacher, trust_teacher_code, dataset.sample_shape)
     size = math.prod(dataset.sample_shape)
     if model.input_dim is not None and model.input_dim != size:

@@ -14,6 +14,7 @@ from ..errors import AuditInputError
 from ..sources.atomic import atomic_write_text
 from ..sources.datasets.dataset import Dataset
 from ..sources.datasets.features import dataset_features
+from ..sources.datasets.options import DataOptions
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.teachers.files import save_teacher
@@ -29,6 +30,7 @@ from ..teachers.search import (
     score_candidates,
     search_record,
 )
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
 teacher_app = typer.Typer(
     help="Fit or search the unsupervised PCA → diagonal-GMM teacher (teacher.pt, docs/formats.md).",
@@ -56,24 +58,27 @@ def check_out_path(out: Path) -> None:
 
 # Options both commands take, declared once.
 DATA = typer.Option(..., "--data", help="'digits' or a data file/folder (see README).")
-SPLIT = typer.Option("train", "--split", help="train, test or all (data files have only all).")
+SPLIT = typer.Option("train", "--split", help="train (the default), test or all.")
 LIMIT = typer.Option(None, "--limit", help="Use the first N samples of the split only.")
 SEED = typer.Option(0, "--seed", help="Seed of PCA and GMM.")
 N_INIT = typer.Option(2, "--n-init", help="GMM restarts (GaussianMixture n_init).")
 
 
-def fit_inputs(out: Path, data: str, split: str, limit: int | None) -> tuple[Dataset, np.ndarray]:
+def fit_inputs(out: Path, data: str, split: str, limit: int | None, reading: DataOptions) -> tuple[Dataset, np.ndarray]:
     """Check --out before any work, then read the split as the teacher's N×D [0, 1] inputs."""
     check_out_path(out)
-    dataset = open_dataset(data, split, limit, role="data")
+    dataset = open_dataset(data, split, limit, role="data", options=reading)
     return dataset, dataset_features(dataset)
 
 
-def data_record(dataset: Dataset, limit: int | None) -> dict:
+def data_record(dataset: Dataset, limit: int | None, reading: DataOptions) -> dict:
     return {
         "spec": dataset.spec,
         "split": dataset.split,
+        "split_rule": dataset.split_rule,
         "limit": limit,
+        "image_size": reading.image_size,
+        "column": reading.column,
         "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs],
     }
 
@@ -83,6 +88,9 @@ def fit(
     data: str = DATA,
     split: str = SPLIT,
     limit: int | None = LIMIT,
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     rank: int = typer.Option(..., "--rank", help="PCA rank r (1 <= r <= min(N, D))."),
     num_classes: int = typer.Option(..., "--num-classes", help="GMM components K (2 <= K <= N)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Temperature τ > 0 of the posterior."),
@@ -93,7 +101,7 @@ def fit(
     """Fit one PCA → diagonal-GMM teacher and save it as teacher.pt."""
     from rich.console import Console
 
-    dataset, x = fit_inputs(out, data, split, limit)
+    dataset, x = fit_inputs(out, data, split, limit, data_options(image_size, column, test_every))
     teacher = fit_pca_gmm(x, rank, num_classes, temperature, seed, n_init=n_init)
     save_teacher(teacher, out)
     p = teacher_probabilities(teacher, x)
@@ -109,6 +117,9 @@ def search(
     data: str = DATA,
     split: str = SPLIT,
     limit: int | None = LIMIT,
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     ranks: str = typer.Option(",".join(map(str, DEFAULT_RANKS)), "--ranks", help="PCA ranks to try."),
     classes: str = typer.Option(
         ",".join(map(str, DEFAULT_CLASSES)), "--classes", help="Numbers of components K to try."
@@ -135,7 +146,8 @@ def search(
         parse_list("--classes", classes, int),
         parse_list("--temperatures", temperatures, float),
     )
-    dataset, x = fit_inputs(out, data, split, limit)
+    reading = data_options(image_size, column, test_every)
+    dataset, x = fit_inputs(out, data, split, limit, reading)
     x_fit, x_holdout = holdout_split(x, holdout_every)
     result = score_candidates(x_fit, x_holdout, *grid, beta, energy_budget, seed, n_init)
     console = Console()
@@ -150,7 +162,7 @@ def search(
         seed=seed,
         n_init=n_init,
         data={
-            **data_record(dataset, limit),
+            **data_record(dataset, limit, reading),
             "holdout": f"row j of the split is held out when j % {holdout_every} == {holdout_every - 1}",
             "num_fit": len(x_fit),
             "num_holdout": len(x_holdout),

@@ -13,6 +13,7 @@ from ..training.config import TrainConfig
 from ..training.methods.registry import METHODS
 from ..training.protocols import PROTOCOLS
 from ..training.run import monitor_csv_path, train_to_file
+from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 
 
 def parse_int_list(value: str | None, flag: str) -> tuple[int, ...] | None:
@@ -33,7 +34,10 @@ def train(
         None, "--method", help=f"One of: {', '.join(METHODS)} (with --protocol: its default)."
     ),
     data: str = typer.Option(..., "--data", help="'digits' or a data file/folder (see README)."),
-    split: str = typer.Option("train", "--split", help="train, test or all."),
+    split: str = typer.Option("train", "--split", help="train (the default), test or all."),
+    image_size: str | None = IMAGE_SIZE,
+    column: str | None = COLUMN,
+    test_every: int | None = TEST_EVERY,
     teacher: Path = typer.Option(
         ..., "--teacher", help="teacher.pt (pca-gmm), the fixed teacher of the alignment and the monitor."
     ),
@@ -105,9 +109,10 @@ def train(
         protocol=protocol,
         threads=threads,
     )
+    reading = data_options(image_size, column, test_every)
     total = epochs + (prefit_epochs if method == "prefit" else 0)
     with epoch_progress(total, quiet, label=method or protocol or "training") as on_epoch:
-        result = train_to_file(cfg, data, split, teacher, out, init, on_epoch)
+        result = train_to_file(cfg, data, split, teacher, out, init, on_epoch, reading)
     if not quiet:
         last = result.history[-1]
         verdict = "certified" if last["certified"] else "not certified"

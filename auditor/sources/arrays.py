@@ -132,14 +132,16 @@ class MappedArray(InMemoryArray):
 
     def read(self, start: int, stop: int) -> np.ndarray:
         rows = np.ascontiguousarray(self.array[start:stop])  # an owned row-major copy, so the pages can go
-        self._release()
+        # A row range touches a page in every column: release the whole map, not page ranges.
+        release_pages(getattr(self.array, "_mmap", None))
         return rows
 
-    def _release(self) -> None:
-        mapping = getattr(self.array, "_mmap", None)
-        if mapping is not None and hasattr(mapping, "madvise"):
-            # A row range touches a page in every column: release the whole map, not page ranges.
-            mapping.madvise(mmap.MADV_DONTNEED)
+
+def release_pages(mapping: mmap.mmap | None) -> None:
+    """Drop a read-only file mapping's pages from this process's resident memory (they stay in the
+    page cache, and are mapped again when next touched), where the platform can."""
+    if mapping is not None and hasattr(mapping, "madvise"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 class FirstRows:

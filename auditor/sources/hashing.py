@@ -10,6 +10,7 @@ recorded at the first open (:mod:`auditor.sources.regular_files`) before and aft
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import threading
@@ -44,21 +45,32 @@ def sha256_file(path: str | os.PathLike, expected: FileIdentity | None = None, c
     With ``expected``, a file that is no longer the one with that identity is refused
     (:class:`~auditor.sources.regular_files.FileRefused`, status "changed").
     """
+    return computed_digest(path, functools.partial(file_sha256, path, expected, chunk_size))
+
+
+def computed_digest(path: str | os.PathLike, compute: Callable[[threading.Event | None], str]):
+    """``compute(cancelled)``, a digest of ``path`` — run now, on the background hashing thread
+    inside :func:`hashing_in_background` (a :class:`PendingDigest`), or not at all where hashing is
+    skipped. ``compute`` returns early when the event it is given is set."""
     if not _HASHING.get():
         return HASH_SKIPPED
     background = _BACKGROUND.get()
     if background is not None:
-        return background.submit(path, expected, chunk_size)
-    return _sha256(path, expected, chunk_size)
+        return background.submit(path, compute)
+    return compute(None)
 
 
 def sha256_now(path: str | os.PathLike) -> str:
     """The file's sha256 computed at once on this thread, on every rank: for a small file that a
     check needs before the pass (the background hasher may still be busy with the data set)."""
-    return _sha256(path, watched_identity(path), 1 << 20)
+    return file_sha256(path, watched_identity(path))
 
 
-def _sha256(path, expected: FileIdentity | None, chunk_size: int, cancelled=None) -> str:
+def file_sha256(
+    path, expected: FileIdentity | None = None, chunk_size: int = 1 << 20, cancelled: threading.Event | None = None
+) -> str:
+    """The regular file's sha256 (hex), read now; "" when ``cancelled`` is set meanwhile. Exactly the
+    size ``fstat`` gave is read; with ``expected``, the file must still have that identity."""
     fd, info = open_regular(path)
     opened = FileIdentity.of(info)
     try:
@@ -106,8 +118,8 @@ class _BackgroundHasher:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash", initializer=thread_setup)
         self.cancelled = threading.Event()
 
-    def submit(self, path, expected: FileIdentity | None, chunk_size: int) -> PendingDigest:
-        return PendingDigest(path, self.pool.submit(_sha256, path, expected, chunk_size, self.cancelled))
+    def submit(self, path, compute: Callable[[threading.Event | None], str]) -> PendingDigest:
+        return PendingDigest(path, self.pool.submit(compute, self.cancelled))
 
     def close(self) -> None:
         self.cancelled.set()  # an error before the digests were needed: stop reading at once

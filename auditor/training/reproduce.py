@@ -32,6 +32,7 @@ from ..sources.arrays import row_ranges
 from ..sources.atomic import atomic_write_text
 from ..sources.checkpoint import load_checkpoint
 from ..sources.datasets.dataset import to_unit_float
+from ..sources.datasets.options import DataOptions
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.models.encode import encode_means
@@ -128,14 +129,20 @@ def test_reconstruction(model: torch.nn.Module, x: torch.Tensor, batch_size: int
     return total / len(x)
 
 
-def certify_run(checkpoint: Path, teacher: Path, data: str, x_test: torch.Tensor) -> dict:
+def certify_run(
+    checkpoint: Path, teacher: Path, data: str, x_test: torch.Tensor, reading: DataOptions | None = None
+) -> dict:
     """The certificate of one checkpoint on the test split, plus its test reconstruction."""
+    reading = reading or DataOptions()
     result = run_audit(
         AuditRequest(
             model=checkpoint,
             teacher=teacher,
             data=data,
             split="test",
+            image_size=reading.image_size,
+            column=reading.column,
+            test_every=reading.test_every,
             confidence=CONFIDENCE,
             min_margin=MIN_MARGIN,
             device="cpu",
@@ -166,11 +173,13 @@ def run_rows(
     epochs: int = DEFAULT_EPOCHS,
     on_run: Callable[[str], None] | None = None,
     save_seeds: Sequence[int] | None = None,
+    reading: DataOptions | None = None,
 ) -> pd.DataFrame:
     """Train and certify every (row, seed): one line each. Checkpoints of ``save_seeds`` (default:
-    all) go to ``models_dir`` as ``<row>-s<seed>.safetensors``; the others to a temporary folder."""
-    inputs = load_training_data(data, "train", teacher)
-    test = open_dataset(data, "test")
+    all) go to ``models_dir`` as ``<row>-s<seed>.safetensors``; the others to a temporary folder.
+    ``reading`` says how to read ``data`` (its image size, column and split rule)."""
+    inputs = load_training_data(data, "train", teacher, reading)
+    test = open_dataset(data, "test", options=reading)
     x_test = torch.from_numpy(test.read(0, test.num_samples))
     keep = set(seeds if save_seeds is None else save_seeds)
     records = []
@@ -195,7 +204,7 @@ def run_rows(
                         "seed": seed,
                         "epochs_run": result.epochs_run,
                         "stopped_by": result.stopped_by,
-                        **certify_run(out, teacher, data, x_test),
+                        **certify_run(out, teacher, data, x_test, reading),
                         "checkpoint": str(out) if seed in keep else "",
                         "sha256": sha256_file(out),
                     }
@@ -254,6 +263,7 @@ def reproduce(
     rows: Sequence[Row] = DEFAULT_ROWS,
     save_seeds: Sequence[int] | None = None,
     on_run: Callable[[str], None] | None = None,
+    reading: DataOptions | None = None,
 ) -> pd.DataFrame:
     """Run the table and write ``runs.csv``, ``table.csv`` and ``table.md`` into ``out``.
 
@@ -270,7 +280,15 @@ def reproduce(
     keep = ([] if models_out is None else list(seeds[:1])) if save_seeds is None else list(save_seeds)
     with tempfile.TemporaryDirectory(prefix="vae-audit-models-") as scratch:
         runs = run_rows(
-            data, seeds, Path(teacher), Path(models_out) if models_out else Path(scratch), rows, epochs, on_run, keep
+            data,
+            seeds,
+            Path(teacher),
+            Path(models_out) if models_out else Path(scratch),
+            rows,
+            epochs,
+            on_run,
+            keep,
+            reading,
         )
     summary = summarize(runs)
     out = Path(out)

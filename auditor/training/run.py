@@ -20,6 +20,7 @@ from ..sources.arrays import row_ranges
 from ..sources.atomic import atomic_write_text
 from ..sources.checkpoint import load_checkpoint, save_checkpoint
 from ..sources.datasets.dataset import to_unit_float
+from ..sources.datasets.options import DataOptions
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.teachers.files import load_teacher
@@ -53,10 +54,12 @@ class TrainingData:
     record: dict  # provenance of data and teacher
 
 
-def load_training_data(data: str, split: str | None, teacher_path: Path) -> TrainingData:
-    """Read the split and run the teacher on it, checking that the two fit together."""
+def load_training_data(
+    data: str, split: str | None, teacher_path: Path, reading: DataOptions | None = None
+) -> TrainingData:
+    """Read the split (with the reading options) and run the teacher on it, checking that the two fit together."""
     teacher_path = Path(teacher_path)
-    dataset = open_dataset(data, split)
+    dataset = open_dataset(data, split, options=reading)
     teacher = load_teacher(teacher_path, False, dataset.sample_shape).eval()
     size = math.prod(dataset.sample_shape)
     if teacher.input_dim is not None and teacher.input_dim != size:
@@ -77,6 +80,9 @@ def load_training_data(data: str, split: str | None, teacher_path: Path) -> Trai
         "data": {
             "spec": data,
             "split": dataset.split,
+            "split_rule": dataset.split_rule,
+            "image_size": reading.image_size if reading else None,
+            "column": reading.column if reading else None,
             "num_samples": dataset.num_samples,
             "inputs": [{"path": r.path, "sha256": r.sha256} for r in dataset.inputs],
         },
@@ -126,9 +132,10 @@ def train_to_file(
     out: Path,
     init_path: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    reading: DataOptions | None = None,
 ) -> TrainResult:
     """What ``audit train`` runs: check the arguments, read data and teacher, train, write."""
     if Path(out).suffix.lower() != ".safetensors":
         raise AuditInputError(f"--out must name a .safetensors file, got {out}")
     resolve_config(cfg, load_checkpoint(init_path) if init_path is not None else None)  # argument errors first
-    return train_and_save(cfg, load_training_data(data, split, teacher_path), out, init_path, on_epoch)
+    return train_and_save(cfg, load_training_data(data, split, teacher_path, reading), out, init_path, on_epoch)

@@ -1,8 +1,10 @@
 """One split of a data set, read lazily, row range by row range: what the audit and the trainer read.
 
-Splits: ``train``, ``test`` or ``all``; for folders ``all`` is train followed by test.
-**The default split is ``all`` for every spec**: choose another with ``--split``.
-``--limit L`` keeps the first L samples of the split.
+Splits: ``train``, ``test`` or ``all``; for folders ``all`` is train followed by test. Data
+without a split of their own are split by the file split rule
+(:mod:`auditor.sources.datasets.split_rule`). :func:`open_dataset` reads ``all`` unless told
+otherwise (``audit certify`` and ``audit design`` too; ``audit teacher`` and ``audit train`` read
+``train``). ``--limit L`` keeps the first L samples of the split.
 
 Samples keep their stored dtype: uint8 stays uint8 (so it crosses to the device as bytes) and
 :func:`to_unit_float` scales it to [0, 1] there; float data is used as stored. NaN and inf are
@@ -42,6 +44,7 @@ class Dataset:
         labels: Callable[[], np.ndarray | None],
         inputs: Sequence[InputRecord],
         limit: int | None = None,
+        split_rule: str | None = None,
     ):
         count = rows.shape[0] if limit is None else min(limit, rows.shape[0])
         self.spec = spec
@@ -49,6 +52,7 @@ class Dataset:
         self.shape: tuple[int, ...] = tuple(int(size) for size in (count, *rows.shape[1:]))
         self.dtype = np.dtype(rows.dtype).newbyteorder("=")
         self.inputs = list(inputs)
+        self.split_rule = split_rule  # the file split rule in words, where it chose the split's rows
         self._rows = rows
         self._read_labels = labels
         self._labels: np.ndarray | None = None

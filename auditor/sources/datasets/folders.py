@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ...errors import AuditInputError
 from .interface import FolderFormat, Rows
+from .options import DataOptions
 from .rows import concatenate
 
 
@@ -53,16 +54,11 @@ class FixedFilesLayout(FolderFormat):
             return f"incomplete {self.name} folder: missing {', '.join(missing)}"
         return None
 
-    def open(self, folder: Path, split: str) -> Rows:
+    def open(self, folder: Path, split: str, options: DataOptions) -> Rows:
         if split == "all":
             parts = [self.open_split(self.files(folder, "train")), self.open_split(self.files(folder, "test"))]
             return concatenate(parts, f"{folder} ({self.name})")
         return self.open_split(self.files(folder, split))
-
-
-def open_folder(folder: Path, split: str, formats: Sequence[FolderFormat]) -> Rows:
-    folder, layout = recognise_folder(folder, formats)
-    return layout.open(folder, split)
 
 
 def recognise_folder(folder: Path, formats: Sequence[FolderFormat]) -> tuple[Path, FolderFormat]:

@@ -22,6 +22,7 @@ def concatenate(parts: list[Rows], what: str) -> Rows:
         ConcatenatedRows([part.rows for part in parts]),
         concatenated_labels([part.labels for part in parts]),
         [path for part in parts for path in part.files],
+        [folder for part in parts for folder in part.image_folders],
     )
 
 

@@ -2,7 +2,8 @@
 
 One sample per row: shape (N, D), (N, C, H, W) or any (N, ...) with at least 2 dimensions;
 integer labels may be given in array ``y`` of shape (N,) (a ``.npy`` file holds one array, ``x``,
-and so has no labels). ``.npy`` and ``.safetensors`` files are read row range by row range.
+and so has no labels). ``.npy`` and ``.safetensors`` files are read row range by row range. A
+file has no split of its own: the file split rule applies.
 """
 
 from __future__ import annotations
@@ -15,25 +16,21 @@ import numpy as np
 from ...errors import AuditInputError
 from ..arrays import SUFFIXES, open_array, read_whole
 from .interface import FileFormat, Rows
+from .options import DataOptions
 
 
 class TensorFile(FileFormat):
     name = "tensor file"
     suffixes = SUFFIXES
 
-    def open(self, path: Path, split: str) -> Rows:
-        if split != "all":
-            raise AuditInputError(
-                f"{path}: a data file has no built-in train/test split; use --split all "
-                f"(the default) or split the file yourself"
-            )
+    def open(self, path: Path, split: str, options: DataOptions) -> Rows:
         rows = open_array(path, "x", required=True)
         if len(rows.shape) < 2:
             raise AuditInputError(
                 f"{path}: array 'x' has shape {tuple(rows.shape)}; expected one sample per row, "
                 f"shape (N, D) or (N, C, H, W)"
             )
-        return Rows(rows, _file_labels(path, rows.shape[0]), [path])
+        return Rows(rows, _file_labels(path, rows.shape[0]), [path], split_rule=True)
 
 
 def _file_labels(path: Path, count: int) -> Callable[[], np.ndarray | None]:
