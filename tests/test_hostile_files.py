@@ -664,3 +664,18 @@ def test_a_report_never_reads_a_special_file_named_by_the_certificate(limited_cl
     assert result.returncode == 0, result.stderr[-2000:]
     assert "longer than its size" in (tmp_path / "out" / "certificate.html").read_text()
 
+
+@pytest.mark.parametrize("reader", ["witness", "model config"])
+def test_small_json_files_from_main_are_read_as_checked_inputs(tmp_path, reader):
+    """witness.json and a model's config.json: a nesting bomb (it was a RecursionError for the
+    witness) and a /proc file that claims 0 bytes and reads on (it hung both)."""
+    from auditor.sources.models.config_files import read_config
+    from auditor.sources.witness_file import load_witness
+
+    read = load_witness if reader == "witness" else read_config
+    (tmp_path / "bomb.json").write_text("[" * 30_000 + "]" * 30_000)
+    (tmp_path / "endless.json").symlink_to("/proc/self/pagemap")
+    assert "nested too deeply" in refused(read, tmp_path / "bomb.json") or "recursion" in refused(
+        read, tmp_path / "bomb.json"
+    )
+    assert "longer than its size" in refused(read, tmp_path / "endless.json")

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..certificate.witness import WitnessSpec
 from ..errors import AuditInputError
 from .atomic import atomic_write_text
+from .regular_files import read_input
 
 SCHEMA = "vae-audit-witness/1"
 # A witness file is a handful of numbers; anything much larger is not one (and is not read).
@@ -68,7 +69,11 @@ def load_witness(path: str | Path) -> WitnessSettings:
     if size > MAX_BYTES:
         raise AuditInputError(f"{path}: {size} bytes is too large for a witness file (at most {MAX_BYTES})")
     try:
-        obj = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_refuse_repeated_keys)
+        # Read as a checked input: a regular file, no further than its size (a /proc file claims 0 bytes).
+        text = read_input(path, MAX_BYTES, "a witness file").decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=_refuse_repeated_keys)
+    except RecursionError:
+        raise AuditInputError(f"{path}: not a witness file: JSON nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AuditInputError(
             f"{path}: not a witness file: not UTF-8 JSON ({str(exc).splitlines()[0][:120]})"

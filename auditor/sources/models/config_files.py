@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ...errors import AuditInputError, describe
+from ..regular_files import read_input
 
 MAX_CONFIG_BYTES = 1 << 24  # 16 MiB: real configs and shard indexes are kilobytes
 
@@ -19,7 +20,8 @@ def read_config(path: Path) -> dict:
     if size > MAX_CONFIG_BYTES:
         raise AuditInputError(f"{path}: {size} bytes is too large for a model config (at most {MAX_CONFIG_BYTES})")
     try:
-        value = json.loads(path.read_bytes())
+        # Read as a checked input: a regular file, no further than its size (a /proc file claims 0 bytes).
+        value = json.loads(read_input(path, MAX_CONFIG_BYTES, "a model config"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise AuditInputError(f"{path}: not a readable JSON file ({describe(exc)})") from None
     if not isinstance(value, dict):
