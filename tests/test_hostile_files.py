@@ -410,7 +410,7 @@ def test_a_certificate_with_a_key_given_twice_is_refused(audited, tmp_path, caps
     text = json.dumps(cert).replace('"verdict": "certified"', '"verdict": "not_certified", "verdict": "certified"')
     (tmp_path / "c.json").write_text(text)
     assert run_cli(["verify", str(tmp_path / "c.json")]) == 2
-    assert "appears twice" in capsys.readouterr().err
+    assert "is given twice" in capsys.readouterr().err
 
 
 def test_a_certificate_that_never_ends_is_refused(capsys):
@@ -675,7 +675,5 @@ def test_small_json_files_from_main_are_read_as_checked_inputs(tmp_path, reader)
     read = load_witness if reader == "witness" else read_config
     (tmp_path / "bomb.json").write_text("[" * 30_000 + "]" * 30_000)
     (tmp_path / "endless.json").symlink_to("/proc/self/pagemap")
-    assert "nested too deeply" in refused(read, tmp_path / "bomb.json") or "recursion" in refused(
-        read, tmp_path / "bomb.json"
-    )
+    assert "levels deep" in refused(read, tmp_path / "bomb.json")
     assert "longer than its size" in refused(read, tmp_path / "endless.json")

@@ -39,7 +39,7 @@ def parse_json(data: bytes, where: str, max_bytes: int, max_depth: int):
     try:
         value = json.loads(
             data.decode("utf-8"),
-            object_pairs_hook=_one_value_per_key,
+            object_pairs_hook=one_value_per_key,
             parse_int=_bounded_int,
             parse_float=_finite_float,
             parse_constant=_no_constant,
@@ -70,11 +70,13 @@ def nesting_depth(value) -> int:
     return deepest
 
 
-def _one_value_per_key(pairs: list[tuple[str, object]]) -> dict:
+def one_value_per_key(pairs: list[tuple[str, object]]) -> dict:
+    """``json.loads``'s ``object_pairs_hook``: a JSON object as a dict, refusing (ValueError) a key
+    given twice, whose value different tools would take from different places."""
     value: dict = {}
     for key, item in pairs:
         if key in value:
-            raise _Refused(f"key {shown(key)} appears twice in one object")
+            raise _Refused(f"the key {shown(key)} is given twice")
         value[key] = item
     return value
 
