@@ -78,7 +78,7 @@ MOVED: dict[str, tuple[str, ...]] = {
         "auditor.sources.teachers.files",
     ),
     "auditor.teacher_search": ("auditor.teachers.search",),
-    "auditor.tensorfile": ("auditor.sources.arrays",),
+    "auditor.tensorfile": ("auditor.sources.arrays", "auditor.sources.safetensors_header"),
     "auditor.train": (
         "auditor.training.trainer",
         "auditor.training.config",

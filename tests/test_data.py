@@ -272,7 +272,7 @@ def _safetensors_with_header(path, header: dict, data: bytes) -> None:
         ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, "24"]}, "bad offsets"),
         ({"dtype": "F32", "shape": [2, 3], "data_offsets": [16, 8]}, "bad offsets"),
         ({"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 24]}, "shape and offsets disagree"),
-        ({"dtype": "F32", "shape": [2, "3"], "data_offsets": [0, 24]}, "shape and offsets disagree"),
+        ({"dtype": "F32", "shape": [2, "3"], "data_offsets": [0, 24]}, "bad shape"),
     ],
 )
 def test_safetensors_with_inconsistent_entries(tmp_path, x_entry, message):
@@ -538,7 +538,7 @@ def test_corrupt_cifar_pickle(tmp_path, rng):
 def test_cifar_pickle_with_wrong_data(tmp_path, rng):
     folder = tmp_path / "c100"
     _cifar100_with_train_pickle(folder, rng, {b"data": np.zeros((2, 3072), np.float32), b"fine_labels": [1, 2]})
-    assert "uint8 array of shape (N, 3072)" in input_error(open_dataset, str(folder), split="train")
+    assert "only uint8 arrays are accepted" in input_error(open_dataset, str(folder), split="train")
 
 
 def test_cifar_pickle_with_wrong_labels(tmp_path, rng):

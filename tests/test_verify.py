@@ -18,14 +18,6 @@ from auditor.errors import AuditInputError
 from .report_fixtures import certify, run_cli, write_certificate
 
 
-@pytest.fixture(scope="module")
-def audited(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("verify")
-    code, cert = certify(folder, view=True)
-    assert code == 0
-    return folder, cert
-
-
 @pytest.fixture()
 def fresh(tmp_path):
     code, cert = certify(tmp_path)

@@ -54,8 +54,8 @@ def test_round_trip(tmp_path):
 
 
 BAD_FILES = [
-    ("not json", "not UTF-8 JSON"),
-    (b"\xff\xfe{}", "not UTF-8 JSON"),
+    ("not json", "not valid JSON"),
+    (b"\xff\xfe{}", "not UTF-8"),
     ("[1, 2]", "holds one JSON object, found list"),
     ({**GOOD, "schema": "vae-audit-witness/2"}, "schema must be 'vae-audit-witness/1'"),
     ({k: v for k, v in GOOD.items() if k != "beta"}, "missing keys: beta"),
@@ -64,7 +64,10 @@ BAD_FILES = [
     ({**GOOD, "num_classes": 4.0}, "must be integers"),
     ({**GOOD, "latent_dim": "5"}, "must be integers"),
     ({**GOOD, "beta": "2"}, "beta must be a finite number"),
-    ('{"schema": "vae-audit-witness/1", "num_classes": 4, "beta": NaN, "offset": 0}', "beta must be a finite number"),
+    (
+        '{"schema": "vae-audit-witness/1", "num_classes": 4, "beta": NaN, "offset": 0}',
+        "NaN is not a number JSON allows",
+    ),
     ({**GOOD, "beta": -1.0}, "beta must be a finite number > 0"),
     ({**GOOD, "offset": -1}, "offset must be >= 0"),
     ({**GOOD, "num_classes": 1}, "at least 2 classes"),

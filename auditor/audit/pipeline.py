@@ -16,7 +16,9 @@ from ..certificate.numbers import CertificateNumbers
 from ..certificate.state import CertificateState
 from ..certificate.verdict import Verdict, decide
 from ..certificate.witness import WitnessSpec
+from ..errors import AuditInputError
 from ..sources.hashing import InputRecord, hashing_in_background, resolve_digest
+from ..sources.regular_files import check_inputs_unchanged, watching_inputs
 from . import helper_threads
 from .batch_size import auto_batch_size, parse_batch_size
 from .diagnostics import model_diagnostics
@@ -49,8 +51,16 @@ def run_audit(req: AuditRequest, progress=None) -> AuditResult:
     check_request(req)
     ranks = ranks_from_env()
     device = device_for_rank(resolve_device(req.device), ranks)
-    with process_group(device, ranks) as ranks, hashing_in_background(helper_threads.yield_to_forward_passes):
-        return _audit(req, device, ranks, progress)
+    with (
+        process_group(device, ranks) as ranks,
+        watching_inputs(),
+        hashing_in_background(helper_threads.yield_to_forward_passes),
+    ):
+        try:
+            return _audit(req, device, ranks, progress)
+        except AuditInputError:
+            check_inputs_unchanged()  # a file changed during the audit explains any error its new bytes caused
+            raise
 
 
 def _audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) -> AuditResult:
@@ -82,6 +92,8 @@ def _audit(req: AuditRequest, device: torch.device, ranks: Ranks, progress) -> A
     inputs = [
         replace(record, sha256=resolve_digest(record.sha256)) for record in sources.inputs
     ]  # hashed during the pass
+    # Every file is still the one first opened: the digests and the numbers describe the same bytes.
+    check_inputs_unchanged()
     return AuditResult(
         numbers, verdict, spec, sources.witness_source, inputs, context, sources.view_gap_reason, sources.load_seconds
     )

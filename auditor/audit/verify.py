@@ -7,14 +7,16 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..certificate.attestation import Subject, is_subject_role
+from ..certificate.check import request_field_problem
 from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
-from ..errors import AuditInputError
+from ..errors import AuditInputError, shown_text
 from ..sources.datasets.image_folder import manifest_sha256
 from ..sources.datasets.registry import DATASETS, open_dataset
 from ..sources.hashing import resolve_digest, sha256_file
 from ..sources.models.arch import is_file_spec, split_arch_spec
 from ..sources.models.registry import model_source_for
+from ..sources.regular_files import FileRefused
 from .pipeline import run_audit
 from .request import AuditRequest
 
@@ -41,20 +43,24 @@ def builtin_sha256(path: str) -> str | None:
 
 
 def input_status(record: dict, root: Path | None) -> str:
-    """'ok', 'differs' or 'missing' for one entry of the certificate's ``inputs``."""
+    """For one entry of the certificate's ``inputs``: 'ok', 'differs', 'missing', or why the file
+    named cannot be hashed — 'not a regular file' (a folder, a FIFO, a device, or a /proc or /sys
+    pseudo-file, which claims a size it does not have), 'unreadable', 'changed' (while it was hashed).
+    Only regular files are read, and never past the size they had when opened."""
     path = record["path"]
     if path.startswith(BUILTIN_PREFIX):
         actual = builtin_sha256(path)
+        if actual is None:
+            return "missing"
     else:
         target = _resolve(path, root)
-        if target.is_file():
-            actual = sha256_file(target)
-        elif target.is_dir() and record["role"] in DATA_ROLES:
+        if target.is_dir() and record["role"] in DATA_ROLES:
             actual = manifest_sha256(target)  # a data folder is recorded by its manifest's sha256
         else:
-            actual = None  # no file (or not the kind of file certified) at that path
-    if actual is None:
-        return "missing"
+            try:
+                actual = resolve_digest(sha256_file(target))
+            except FileRefused as refused:
+                return refused.status
     return "ok" if actual == record["sha256"] else "differs"
 
 
@@ -78,8 +84,13 @@ def recorded_request(cert: dict, root: Path | None, trust_code: bool):
     unknown = sorted(set(recorded) - known)
     if unknown:
         raise AuditInputError(
-            f"the certificate's request has fields this version does not know ({', '.join(unknown)}): cannot --recompute"
+            f"the certificate's request has fields this version does not know ({shown_text(', '.join(unknown))}): "
+            "cannot --recompute"
         )
+    for key, value in recorded.items():  # the types JSON can get wrong, before any is used
+        problem = request_field_problem(key, value)
+        if problem:
+            raise AuditInputError(f"the certificate is invalid: {problem}: cannot --recompute")
     values = dict(recorded)
     if (values.get("arch") or values.get("trust_teacher_code") or values.get("trust_code")) and not trust_code:
         raise AuditInputError(

@@ -6,27 +6,55 @@ verdict that does not follow from the LCB and δ, view-gap fields that disagree 
 raise :class:`AuditInputError` (exit 2), so an edited file is never shown as if it were fine.
 Every identity checked here holds to float64 rounding for a certificate written by
 :func:`auditor.certificate.document.certificate_dict`; the tolerance is :data:`TOLERANCE` (relative to the
-size of the numbers, absolute below 1).
+size of the numbers, absolute below 1). Every key a renderer or ``audit verify`` reads is type-checked
+first, so that no certificate, however edited, makes them fail in any other way; the file is read
+as bounded JSON (:mod:`auditor.certificate.json_input`): at most :data:`MAX_CERTIFICATE_BYTES`,
+nested at most :data:`MAX_CERTIFICATE_DEPTH` deep.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import NoReturn
 
-from ..errors import AuditInputError
+from ..errors import AuditInputError, shown, shown_text
 from . import paths
 from .document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
+from .json_input import parse_json
 from .numbers import confidence_z
 from .rounding import margin_rounding_bound
 from .verdict import certifies
 
 TOLERANCE = 1e-9
 VERDICTS = ("certified", "not_certified")
+MAX_CERTIFICATE_BYTES = 16 << 20
+MAX_CERTIFICATE_DEPTH = 32
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# The JSON types of the fields of "request" (AuditRequest's fields; a test keeps the two in step).
+# None: the field may be null. A float may be written as an integer; a bool is never a number.
+# STRINGS: a list of strings (the factory's arguments); SIZE: [height, width], two integers.
+STRINGS, SIZE = "list of strings", "[height, width]"
+REQUEST_TYPES: dict[str, tuple] = {
+    **dict.fromkeys(("model", "arch", "key_prefix", "state_key", "latents", "teacher", "teacher_probs"), (str, None)),
+    **dict.fromkeys(("data", "split", "column", "teacher_data", "view_probs", "witness"), (str, None)),
+    **dict.fromkeys(("limit", "test_every", "num_classes", "witness_offset"), (int, None)),
+    "beta": (float, None),
+    **dict.fromkeys(("confidence", "min_margin"), (float,)),
+    **dict.fromkeys(("trust_code", "trust_teacher_code", "model_diagnostics"), (bool,)),
+    "batch_size": (int, str),
+    **dict.fromkeys(("device", "precision"), (str,)),
+    "arch_args": (STRINGS,),
+    "image_size": (SIZE, None),
+}
+# diagnostics.model: each entry's numbers that reports show when it was computed.
+_MODEL_DIAGNOSTICS = {
+    "mutual_information": ("value",),
+    "self_consistency": ("latent", "data"),
+    "ima_contrast": ("mean",),
+    "identifiability": ("gap",),
+}
 
 
 def load_certificate(path: str | Path) -> dict:
@@ -38,19 +66,13 @@ def read_json(path: str | Path):
     """The JSON value of a certificate's file (or of a Statement that carries one), not yet checked."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CERTIFICATE_BYTES + 1)  # never more: /dev/zero has no end
     except FileNotFoundError:
         raise AuditInputError(f"{path}: no such certificate file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditInputError(f"{path}: cannot read the certificate ({exc})") from None
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise AuditInputError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not allowed in a certificate (non-finite numbers are written as null)")
+    except OSError as exc:
+        raise AuditInputError(f"{path}: cannot read the certificate ({exc.strerror or exc})") from None
+    return parse_json(data, str(path), MAX_CERTIFICATE_BYTES, MAX_CERTIFICATE_DEPTH)
 
 
 class _Checker:
@@ -68,19 +90,34 @@ class _Checker:
         if value is None and nullable:
             return None
         if kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                self.fail(f"'{label}' must be a finite number, found {value!r}")
+            if not _is_number(value):
+                self.fail(f"'{label}' must be a finite number, found {shown(value)}")
             return float(value)
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            self.fail(f"'{label}' must be an integer, found {value!r}")
+            self.fail(f"'{label}' must be an integer, found {shown(value)}")
         if kind is not int and not isinstance(value, kind):
-            self.fail(f"'{label}' must be of type {getattr(kind, '__name__', kind)}, found {value!r}")
+            self.fail(f"'{label}' must be of type {getattr(kind, '__name__', kind)}, found {shown(value)}")
         return value
+
+    def numbers(self, obj: dict, key: str, label: str, length: int | None = None) -> list | None:
+        """An optional list (absent or null allowed) of finite numbers, of ``length`` when given."""
+        values = obj.get(key)
+        if values is None:
+            return None
+        if not (isinstance(values, list) and all(_is_number(v) for v in values)):
+            self.fail(f"'{label}' must be a list of finite numbers")
+        if length is not None and len(values) != length:
+            self.fail(f"'{label}' must list {length} numbers, found {len(values)}")
+        return values
 
     def close(self, stored: float, expected: float, what: str) -> None:
         scale = max(1.0, abs(stored), abs(expected))
         if not abs(stored - expected) <= TOLERANCE * scale:
             self.fail(f"{what}: stored {stored!r}, but the other numbers give {expected!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _entropy(masses: list[float]) -> float:
@@ -95,10 +132,10 @@ def check_certificate(cert, where: str = "certificate") -> dict:
     if "schema" not in cert:
         c.fail("no 'schema' key: not a vae-audit certificate")
     if cert["schema"] != SCHEMA:
-        c.fail(f"unknown schema version {cert['schema']!r} (this tool reads {SCHEMA!r})")
+        c.fail(f"unknown schema version {shown(cert['schema'])} (this tool reads {SCHEMA!r})")
     verdict = c.get(cert, "verdict", str)
     if verdict not in VERDICTS:
-        c.fail(f"'verdict' must be one of {', '.join(VERDICTS)}, found {verdict!r}")
+        c.fail(f"'verdict' must be one of {', '.join(VERDICTS)}, found {shown(verdict)}")
     _check_margin(c, cert)
     _check_verdict(c, cert)
     # The Markdown report prints this text: it must say what the verdict means, not the opposite.
@@ -182,6 +219,7 @@ def _check_witness_and_diagnostics(c: _Checker, cert: dict) -> None:
     k = c.get(w, "num_classes", int, "witness.num_classes")
     if k != cert["num_classes"]:
         c.fail(f"witness.num_classes {k} ≠ num_classes {cert['num_classes']}")
+    c.get(w, "source", str, "witness.source")
     if c.get(w, "beta", float, "witness.beta") <= 0:
         c.fail("witness.beta must be positive")
     offset = c.get(w, "offset", int, "witness.offset")
@@ -196,11 +234,12 @@ def _check_witness_and_diagnostics(c: _Checker, cert: dict) -> None:
     c.get(d, "exactly_constant", bool, "diagnostics.exactly_constant")
     active = c.get(d, "active_units", int, "diagnostics.active_units")
     threshold = c.get(d, "active_unit_threshold", float, "diagnostics.active_unit_threshold")
-    variance = d.get("latent_variance")
+    variance = c.numbers(d, "latent_variance", "diagnostics.latent_variance", latent_dim)
+    c.numbers(d, "prior_kl_per_dim", "diagnostics.prior_kl_per_dim", latent_dim)
+    if d.get("escape_force") is not None:
+        c.get(d, "escape_force", float, "diagnostics.escape_force")
     if variance is not None:
-        if not isinstance(variance, list) or len(variance) != latent_dim:
-            c.fail("diagnostics.latent_variance must list one variance per latent dimension")
-        counted = sum(1 for v in variance if isinstance(v, (int, float)) and v > threshold)
+        counted = sum(1 for v in variance if v > threshold)
         if counted != active:
             c.fail(f"diagnostics.active_units is {active} but latent_variance has {counted} above {threshold}")
     if not 0 <= active <= latent_dim:
@@ -210,6 +249,22 @@ def _check_witness_and_diagnostics(c: _Checker, cert: dict) -> None:
     agreement = c.get(d, "witness_agreement", float, "diagnostics.witness_agreement")
     if not 0.0 <= agreement <= 1.0:
         c.fail("diagnostics.witness_agreement must be in [0, 1]")
+    _check_model_diagnostics(c, d)
+
+
+def _check_model_diagnostics(c: _Checker, d: dict) -> None:
+    model = d.get("model")
+    if model is None:
+        return
+    if not isinstance(model, dict):
+        c.fail("'diagnostics.model' must be an object")
+    for key, fields in _MODEL_DIAGNOSTICS.items():
+        if key not in model:
+            continue
+        label = f"diagnostics.model.{key}"
+        if c.get(model, key, dict, label) and c.get(model[key], "computed", bool, f"{label}.computed"):
+            for field in fields:
+                c.get(model[key], field, float, f"{label}.{field}", nullable=True)
 
 
 def _check_per_class(c: _Checker, cert: dict) -> None:
@@ -270,6 +325,7 @@ def _check_design(c: _Checker, cert: dict) -> None:
     if not isinstance(design, dict):
         c.fail("'design' must be an object")
     e_t = c.get(design, "E_T", float, "design.E_T")
+    c.get(design, "analytic_code_energy", float, "design.analytic_code_energy")
     path = c.get(design, "path", list, "design.path")
     w, k = cert["witness"], cert["num_classes"]
     scale = (k - 1) / (k * w["beta"] ** 2)
@@ -298,6 +354,43 @@ def _check_provenance(c: _Checker, cert: dict) -> None:
     command = c.get(cert, "command", list)
     if not all(isinstance(part, str) for part in command):
         c.fail("'command' must be a list of strings")
-    request = cert.get("request")
-    if request is not None and not isinstance(request, dict):
-        c.fail("'request' must be an object")
+    for key in ("data", "model", "teacher", "settings"):
+        if cert.get(key) is not None:
+            c.get(cert, key, dict)
+    model = cert.get("model") or {}
+    for key in ("path", "weights", "factory"):  # reports name the model by one of these
+        if key in model:
+            c.get(model, key, str, f"model.{key}", nullable=True)
+    if model.get("weights_digest") is not None:  # audit verify compares its sha256
+        digest = c.get(model, "weights_digest", dict, "model.weights_digest")
+        c.get(digest, "sha256", str, "model.weights_digest.sha256", nullable=True)
+    if cert.get("request") is not None:
+        request = c.get(cert, "request", dict)
+        for key, value in request.items():
+            problem = request_field_problem(key, value)
+            if problem:
+                c.fail(problem)
+
+
+def request_field_problem(key: str, value) -> str | None:
+    """Why ``value`` cannot be the recorded request's field ``key`` (:data:`REQUEST_TYPES`), or None.
+    Fields this version does not know are left to ``audit verify --recompute``, which refuses them."""
+    kinds = REQUEST_TYPES.get(key)
+    if kinds is None or any(_is_json_kind(value, kind) for kind in kinds):
+        return None
+    names = " or ".join("null" if kind is None else getattr(kind, "__name__", kind) for kind in kinds)
+    return f"'request.{shown_text(key)}' must be {names}, found {shown(value)}"
+
+
+def _is_json_kind(value, kind) -> bool:
+    if kind is None:
+        return value is None
+    if kind is float:
+        return _is_number(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is STRINGS:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if kind is SIZE:
+        return isinstance(value, list) and len(value) == 2 and all(_is_json_kind(item, int) for item in value)
+    return isinstance(value, kind)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import AuditInputError
+from .budget import check_state_budget
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class WitnessSpec:
                 f"latent dimension d={d} is too small for K={K} classes at offset {self.offset}: "
                 f"the witness needs d >= offset + K - 1 = {self.offset + K - 1}"
             )
+        check_state_budget(K, d)  # before the d×K witness matrix or any state is made
 
     def as_dict(self) -> dict:
         return asdict(self)

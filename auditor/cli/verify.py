@@ -2,7 +2,8 @@
 
 Exit 0 when every input named in the certificate still has its recorded sha256 (and, with
 ``--recompute``, re-running the recorded audit gives every number again to 1e-9 relative);
-exit 1 when any input differs or is missing, or a recomputed number or (with ``--trust-code``) an
+exit 1 when any input differs, is missing or is not a regular file (nothing else is hashed; see
+:func:`auditor.audit.verify.input_status`), or a recomputed number or (with ``--trust-code``) an
 ``--arch`` model's weights digest differs; exit 2 when the certificate itself is invalid (see
 :mod:`auditor.certificate.check`), cannot be re-run, or names an ``--arch`` model whose weights
 only running its code can re-identify (:func:`auditor.audit.verify.weights_status`).

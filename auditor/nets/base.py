@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import AuditInputError
+from ..errors import AuditInputError, shown
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -43,25 +43,44 @@ class Decodes(Protocol):
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
+# Limits on an architecture's JSON (docs/formats.md): every size a positive integer below
+# MAX_SIZE, every list of sizes at most MAX_LAYERS long. The parameter budget is nets/registry's.
+MAX_SIZE = 2**31 - 1
+MAX_LAYERS = 64
+
+
+def _size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SIZE
+
+
 def arch_field(arch: dict, key: str, kind: type, where: str):
     if key not in arch:
         raise AuditInputError(f"{where}: architecture has no {key!r}")
     value = arch[key]
-    if kind is int and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-        raise AuditInputError(f"{where}: architecture {key!r} must be a positive integer, got {value!r}")
-    if kind is list and not (
-        isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise AuditInputError(f"{where}: architecture {key!r} must be a list of positive integers, got {value!r}")
+    if kind is int and not _size(value):
+        raise AuditInputError(f"{where}: architecture {key!r} must be an integer in 1..{MAX_SIZE}, got {shown(value)}")
+    if kind is list and not (isinstance(value, list) and len(value) <= MAX_LAYERS and all(_size(v) for v in value)):
+        raise AuditInputError(
+            f"{where}: architecture {key!r} must be a list of at most {MAX_LAYERS} integers in 1..{MAX_SIZE}, "
+            f"got {shown(value)}"
+        )
     if kind is str and not isinstance(value, str):
-        raise AuditInputError(f"{where}: architecture {key!r} must be a string, got {value!r}")
+        raise AuditInputError(f"{where}: architecture {key!r} must be a string, got {shown(value)}")
     return value
+
+
+def arch_input_shape(arch: dict, where: str) -> list[int]:
+    """``input_shape``: the sizes of one sample, at least one dimension."""
+    shape = arch_field(arch, "input_shape", list, where)
+    if not shape:
+        raise AuditInputError(f"{where}: architecture 'input_shape' must have at least one dimension")
+    return shape
 
 
 def arch_choice(arch: dict, key: str, options, default: str, where: str) -> str:
     value = arch.get(key, default)
-    if value not in options:
-        raise AuditInputError(f"{where}: unknown {key} {value!r} (known: {', '.join(options)})")
+    if not isinstance(value, str) or value not in options:  # a list or dict would not even hash
+        raise AuditInputError(f"{where}: unknown {key} {shown(value)} (known: {', '.join(options)})")
     return value
 
 

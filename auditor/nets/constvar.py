@@ -17,8 +17,8 @@ import math
 import torch
 from torch import nn
 
-from ..errors import AuditInputError
-from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field, linear_stack, run_stack
+from ..errors import AuditInputError, shown
+from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field, arch_input_shape, linear_stack, run_stack
 from .mlp import MLPVAE
 
 POSTERIOR_VARIANCE = "shared"
@@ -39,9 +39,11 @@ class ConstVarVAE(MLPVAE):
 def build_constvar(arch: dict, where: str) -> ConstVarVAE:
     variance = arch.get("posterior_variance", POSTERIOR_VARIANCE)
     if variance != POSTERIOR_VARIANCE:
-        raise AuditInputError(f'{where}: const-var architecture needs "posterior_variance": "shared", got {variance!r}')
+        raise AuditInputError(
+            f'{where}: const-var architecture needs "posterior_variance": "shared", got {shown(variance)}'
+        )
     return ConstVarVAE(
-        input_shape=arch_field(arch, "input_shape", list, where),
+        input_shape=arch_input_shape(arch, where),
         hidden=arch_field(arch, "hidden", list, where),
         latent_dim=arch_field(arch, "latent_dim", int, where),
         activation=arch_choice(arch, "activation", ACTIVATIONS, "relu", where),

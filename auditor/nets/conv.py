@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import AuditInputError
-from .base import ACTIVATIONS, LIKELIHOODS, ReferenceVAE, arch_choice, arch_field
+from .base import ACTIVATIONS, LIKELIHOODS, ReferenceVAE, arch_choice, arch_field, arch_input_shape
 
 KERNEL, STRIDE, PADDING = 4, 2, 1
 
@@ -58,7 +58,7 @@ class ConvVAE(ReferenceVAE):
 
 
 def build_conv(arch: dict, where: str) -> ConvVAE:
-    shape = arch_field(arch, "input_shape", list, where)
+    shape = arch_input_shape(arch, where)
     channels = arch_field(arch, "channels", list, where)
     if len(shape) != 3:
         raise AuditInputError(f"{where}: conv architecture needs input_shape [C, H, W], got {shape}")

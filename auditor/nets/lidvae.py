@@ -14,14 +14,15 @@ The encoder is the ``mlp`` encoder (tensors ``encoder.{j}.*``). Decoder tensors:
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import AuditInputError
-from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field
+from ..errors import AuditInputError, shown
+from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field, arch_input_shape
 from .mlp import MLPVAE
 
 NEGATIVE_SLOPE = 0.2
@@ -138,13 +139,14 @@ class LIDVAE(MLPVAE):
 
 def _positive_number(arch: dict, key: str, where: str) -> float:
     value = arch.get(key, DEFAULTS[key])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise AuditInputError(f"{where}: architecture {key!r} must be a positive number, got {value!r}")
+    # A comparison, not math.isfinite: that raises OverflowError for an integer beyond a float's range.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= sys.float_info.max:
+        raise AuditInputError(f"{where}: architecture {key!r} must be a positive number, got {shown(value)}")
     return float(value)
 
 
 def build_lidvae(arch: dict, where: str) -> LIDVAE:
-    shape = arch_field(arch, "input_shape", list, where)
+    shape = arch_input_shape(arch, where)
     latent_dim = arch_field(arch, "latent_dim", int, where)
     icnn_hidden = arch_field({"icnn_hidden": DEFAULTS["icnn_hidden"], **arch}, "icnn_hidden", list, where)
     bounds = arch.get("singular_values", DEFAULTS["singular_values"])
@@ -152,11 +154,10 @@ def build_lidvae(arch: dict, where: str) -> LIDVAE:
         isinstance(bounds, list)
         and len(bounds) == 2
         and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
-        and 0 < bounds[0] < bounds[1]
-        and math.isfinite(bounds[1])
+        and 0 < bounds[0] < bounds[1] <= sys.float_info.max
     ):
         raise AuditInputError(
-            f"{where}: architecture 'singular_values' must be [s_min, s_max] with 0 < s_min < s_max, got {bounds!r}"
+            f"{where}: architecture 'singular_values' must be [s_min, s_max] with 0 < s_min < s_max, got {shown(bounds)}"
         )
     if math.prod(shape) < latent_dim:
         raise AuditInputError(

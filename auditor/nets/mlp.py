@@ -13,7 +13,16 @@ from typing import cast
 import torch
 from torch import nn
 
-from .base import ACTIVATIONS, LIKELIHOODS, ReferenceVAE, arch_choice, arch_field, linear_stack, run_stack
+from .base import (
+    ACTIVATIONS,
+    LIKELIHOODS,
+    ReferenceVAE,
+    arch_choice,
+    arch_field,
+    arch_input_shape,
+    linear_stack,
+    run_stack,
+)
 
 
 class MLPVAE(ReferenceVAE):
@@ -35,7 +44,7 @@ class MLPVAE(ReferenceVAE):
 
 
 def build_mlp(arch: dict, where: str) -> MLPVAE:
-    shape = arch_field(arch, "input_shape", list, where)
+    shape = arch_input_shape(arch, where)
     return MLPVAE(
         input_shape=shape,
         hidden=arch_field(arch, "hidden", list, where),

@@ -14,9 +14,13 @@ import io
 from pathlib import Path
 
 from ..certificate.document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE
+from ..errors import AuditInputError
+from ..sources.regular_files import read_input
 from .escape import html_text
 from .interface import ReportFormat
 from .rows import fmt, prior_kl_text, summary_rows  # one number format for every report
+
+MAX_TRAINING_CSV_BYTES = 64 << 20
 
 TRAINING_COLUMNS = ("margin", "kl", "active_units")
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -258,11 +262,14 @@ def training_csv_path(cert: dict, inputs_base: Path | None = None) -> Path | Non
 
 
 def read_training_csv(path: Path):
-    """(table, None) or (None, why it cannot be plotted)."""
+    """(table, None) or (None, why it cannot be plotted). The path comes from the certificate, so it
+    is read only as a regular file of at most MAX_TRAINING_CSV_BYTES (never a FIFO or /dev/zero)."""
     import pandas as pd
 
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(io.BytesIO(read_input(path, MAX_TRAINING_CSV_BYTES, "a training log")))
+    except AuditInputError as exc:
+        return None, str(exc)
     except (OSError, ValueError) as exc:
         return None, f"{path} cannot be read as CSV ({str(exc).splitlines()[0]})"
     if "epoch" not in table.columns or not any(c in table.columns for c in TRAINING_COLUMNS):

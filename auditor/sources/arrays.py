@@ -1,20 +1,21 @@
 """Named arrays in `.safetensors`, `.npy` and `.npz` files, read in slices.
 
-`.npy` arrays and `.safetensors` tensors are read row range by row range, so an audit never
-loads a large input whole. (`.npz` members are read whole, once.) Every failure is an
+`.npy` arrays, `.safetensors` tensors and stored (``np.savez``) `.npz` members are read row range
+by row range, so an audit never loads a large input whole; a deflated (``np.savez_compressed``)
+member is inflated whole, once, and only up to :data:`MAX_INFLATED_BYTES`. Every size a header
+claims is checked against the file before anything is allocated, arrays hold only the plain
+numeric dtypes of :mod:`auditor.sources.npy_format`, and every failure is an
 :class:`AuditInputError` with a one-line message.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import mmap
 import os
-import struct
 import threading
 import weakref
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,15 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ..errors import AuditInputError
+from .npy_format import NpyLayout, read_npy_layout
+from .regular_files import open_input
+from .safetensors_header import read_safetensors_header
+from .zip_member import ZipRecord, member_head, read_member, zip_records
 
 SUFFIXES = (".safetensors", ".npy", ".npz")
+# A deflated .npz member is inflated whole: at most this many bytes (np.savez files, .npy and
+# .safetensors are read row by row and have no such limit).
+MAX_INFLATED_BYTES = 1 << 30
 
 # safetensors dtype codes → numpy dtypes we accept as data.
 _ST_DTYPES = {
@@ -90,7 +98,7 @@ class FileRows:
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
         # Open for the reader's lifetime (every batch reads from it), closed when the reader goes.
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115
+        self._file = open_input(path)
         self._lock = threading.Lock()  # only for the seek-and-read fallback
         weakref.finalize(self, self._file.close)
 
@@ -148,59 +156,11 @@ class FirstRows:
         return self.reader.read(start, min(stop, self.count))
 
 
-def _safetensors_header(path: Path) -> tuple[dict, int]:
-    """The header and the byte offset where tensor data start, checked here so that a truncated
-    or foreign file gets a clear message."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise AuditInputError(f"{path}: not a safetensors file (too short)")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, 100_000_000):
-            raise AuditInputError(f"{path}: not a safetensors file or truncated (bad header length)")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AuditInputError(f"{path}: not a safetensors file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise AuditInputError(f"{path}: not a safetensors file (header is not a JSON object)")
-    data_len = size - 8 - header_len
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = info["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise AuditInputError(f"{path}: not a safetensors file (tensor {name!r} has no offsets)") from None
-        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
-            raise AuditInputError(f"{path}: not a safetensors file (tensor {name!r} has bad offsets)")
-        if end > data_len:
-            raise AuditInputError(f"{path}: file is truncated (tensor {name!r} runs past the end)")
-    return header, 8 + header_len
-
-
-def safetensors_metadata(path: str | Path) -> dict[str, str]:
-    return dict(_safetensors_header(Path(path))[0].get("__metadata__") or {})
-
-
 def _checked_suffix(path: Path) -> str:
-    if not path.exists():
-        raise AuditInputError(f"{path}: no such file")
-    if not path.is_file():
-        raise AuditInputError(f"{path}: not a file")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise AuditInputError(f"{path}: unsupported file type {suffix!r} (use {', '.join(SUFFIXES)})")
     return suffix
-
-
-def _npz_members(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError):
-        raise AuditInputError(f"{path}: not a readable .npz file (truncated or corrupt)") from None
 
 
 @overload
@@ -215,88 +175,80 @@ def open_array(path: str | Path, name: str, required: bool = True) -> ArrayReade
     """Open array ``name`` of a file for row-sliced reading.
 
     A `.npy` file holds a single array, which is taken to be ``name``. Returns None when the
-    array is absent and not required. The array's dtype is numeric (bool, integer or float) in
-    every file type: anything else is refused here.
+    array is absent and not required. The array's dtype is plain numeric (bool, integer or
+    float) in every file type: anything else is refused here.
     """
     path = Path(path)
     suffix = _checked_suffix(path)
     if suffix == ".npy":
-        shape, fortran_order, dtype, data_offset = _npy_layout(path, name)
-        if fortran_order and len(shape) > 1:
-            try:
-                return MappedArray(_numeric(np.load(path, mmap_mode="r", allow_pickle=False), path, name))
-            except (OSError, EOFError, ValueError):
-                raise AuditInputError(f"{path}: not a readable .npy file (truncated or corrupt)") from None
-        return FileRows(path, data_offset, shape, dtype)
+        return _npy_array(path, name)
     if suffix == ".npz":
-        if f"{name}.npy" not in _npz_members(path):
+        return _npz_array(path, name, required)
+    return _safetensors_array(path, name, required)
+
+
+def _npy_array(path: Path, name: str) -> ArrayReader:
+    with open_input(path) as handle:
+        layout = read_npy_layout(handle, f"{path}: array {name!r}")
+        actual = os.fstat(handle.fileno()).st_size
+        expected = layout.header_bytes + layout.data_bytes
+        if actual < expected:
+            raise AuditInputError(
+                f"{path}: file is truncated: the header promises {layout.shape} {layout.dtype} "
+                f"({expected} bytes) but the file has {actual}"
+            )
+        if layout.fortran_order and len(layout.shape) > 1 and layout.data_bytes:
+            return MappedArray(np.memmap(handle, layout.dtype, "r", layout.header_bytes, layout.shape, order="F"))
+    return FileRows(path, layout.header_bytes, layout.shape, layout.dtype)
+
+
+def _npz_array(path: Path, name: str, required: bool) -> ArrayReader | None:
+    where = f"{path}: array {name!r}"
+    with open_input(path) as handle:
+        record = zip_records(handle, str(path)).get(f"{name}.npy")
+        if record is None:
             _absent(path, name, required)  # raises when required
             return None
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                array = archive[name]
-        except ValueError as exc:
-            raise AuditInputError(f"{path}: array {name!r} is not plain numeric data ({exc})") from None
-        except (OSError, EOFError, zipfile.BadZipFile):
-            raise AuditInputError(f"{path}: not a readable .npz file (truncated or corrupt)") from None
-        return InMemoryArray(_numeric(array, path, name))
-    header, data_start = _safetensors_header(path)
-    if name not in header:
+        layout = read_npy_layout(io.BytesIO(member_head(handle, record, where)), where)
+        if layout.header_bytes + layout.data_bytes != record.size:
+            raise AuditInputError(
+                f"{where}: the .npy header claims {layout.shape} {layout.dtype} ({layout.data_bytes} bytes) "
+                f"but the zip member holds {record.size - layout.header_bytes} bytes of data"
+            )
+        if not record.deflated and not (layout.fortran_order and len(layout.shape) > 1):
+            return FileRows(path, record.data_offset + layout.header_bytes, layout.shape, layout.dtype)
+        return InMemoryArray(_whole_member(handle, record, layout, where))
+
+
+def _whole_member(handle, record: ZipRecord, layout: NpyLayout, where: str) -> np.ndarray:
+    """A deflated (or Fortran-ordered) member, read whole after its size is checked, in C order."""
+    if layout.data_bytes > MAX_INFLATED_BYTES:
+        raise AuditInputError(
+            f"{where}: is {layout.data_bytes} bytes when inflated, more than the {MAX_INFLATED_BYTES}-byte limit "
+            "for a compressed .npz member; save it with np.savez (uncompressed) or as .npy or .safetensors, "
+            "which are read row by row"
+        )
+    flat = read_member(handle, record, layout.header_bytes, layout.data_bytes, where).view(layout.dtype)
+    if layout.fortran_order:
+        return np.ascontiguousarray(flat.reshape(layout.shape[::-1]).T)
+    return flat.reshape(layout.shape)
+
+
+def _safetensors_array(path: Path, name: str, required: bool) -> ArrayReader | None:
+    entry = read_safetensors_header(path).tensors.get(name)
+    if entry is None:
         _absent(path, name, required)  # raises when required
         return None
-    info = header[name]
-    scalar_type = _ST_DTYPES.get(info.get("dtype"))
+    scalar_type = _ST_DTYPES.get(entry.dtype)
     if scalar_type is None:
-        raise AuditInputError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')}")
-    shape, (begin, end) = info.get("shape"), info["data_offsets"]
-    if not (
-        isinstance(shape, list)
-        and all(isinstance(n, int) and n >= 0 for n in shape)
-        and end - begin == math.prod(shape) * np.dtype(scalar_type).itemsize
-    ):
-        raise AuditInputError(f"{path}: not a safetensors file (tensor {name!r}: shape and offsets disagree)")
-    return FileRows(path, data_start + begin, tuple(shape), scalar_type)
-
-
-def _npy_layout(path: Path, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """Shape, Fortran order, dtype and data offset of a `.npy` file holding numeric data, whole."""
-    try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran_order, dtype = read_header(handle)
-            data_offset = handle.tell()
-    except (ValueError, OSError, EOFError, SyntaxError):
-        raise AuditInputError(f"{path}: not a readable .npy file (bad or truncated header)") from None
-    if dtype.hasobject:
-        raise AuditInputError(f"{path}: not a plain numeric .npy file (it holds Python objects)")
-    _numeric_dtype(dtype, path, name)
-    expected = data_offset + math.prod(shape) * dtype.itemsize
-    actual = path.stat().st_size
-    if actual < expected:
-        raise AuditInputError(
-            f"{path}: file is truncated: the header promises {shape} {dtype} "
-            f"({expected} bytes) but the file has {actual}"
-        )
-    return tuple(shape), bool(fortran_order), dtype, data_offset
+        raise AuditInputError(f"{path}: tensor {name!r} has unsupported dtype {entry.dtype}")
+    return FileRows(path, entry.begin, entry.shape, scalar_type)
 
 
 def _absent(path: Path, name: str, required: bool) -> None:
     if required:
         raise AuditInputError(f"{path}: no array named {name!r} in this file")
     return None
-
-
-def _numeric(array: np.ndarray, path: Path, name: str) -> np.ndarray:
-    _numeric_dtype(array.dtype, path, name)
-    return array
-
-
-def _numeric_dtype(dtype: np.dtype, path: Path, name: str) -> None:
-    if dtype.kind not in "biuf":  # bool, signed, unsigned, float
-        raise AuditInputError(f"{path}: array {name!r} has non-numeric dtype {dtype}")
 
 
 def read_whole(path: str | Path, name: str, required: bool = True) -> np.ndarray | None:

@@ -1,7 +1,10 @@
 """The sha256 of every file an audit reads, and the record of it that the certificate lists.
 
 Hashing can run on a background thread during the pass (:func:`hashing_in_background`), and is
-skipped on torchrun ranks that write no report (:func:`hashing_skipped`).
+skipped on torchrun ranks that write no report (:func:`hashing_skipped`). Only regular files are
+hashed, exactly the size ``fstat`` gives (a /proc pseudo-file claims 0 bytes and reads on without
+end), and the file hashed must be the one the audit opened: its identity is compared with the one
+recorded at the first open (:mod:`auditor.sources.regular_files`) before and after hashing.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from ..errors import AuditInputError
+from .regular_files import FileIdentity, FileRefused, open_input, open_regular, raise_if_changed, watched_identity
 
 # Ranks other than 0 of a distributed audit write no report, so they need no input hashes.
 HASH_SKIPPED = "not hashed on this rank"
@@ -36,9 +39,13 @@ def hashing_skipped():
 _BACKGROUND: ContextVar[_BackgroundHasher | None] = ContextVar("background_hashing", default=None)
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20):
-    """The file's sha256 (hex) — or, inside :func:`hashing_in_background`, a :class:`PendingDigest`."""
-    return computed_digest(path, functools.partial(file_sha256, path, chunk_size))
+def sha256_file(path: str | os.PathLike, expected: FileIdentity | None = None, chunk_size: int = 1 << 20):
+    """The regular file's sha256 (hex) — or, inside :func:`hashing_in_background`, a :class:`PendingDigest`.
+
+    With ``expected``, a file that is no longer the one with that identity is refused
+    (:class:`~auditor.sources.regular_files.FileRefused`, status "changed").
+    """
+    return computed_digest(path, functools.partial(file_sha256, path, expected, chunk_size))
 
 
 def computed_digest(path: str | os.PathLike, compute: Callable[[threading.Event | None], str]):
@@ -56,17 +63,38 @@ def computed_digest(path: str | os.PathLike, compute: Callable[[threading.Event 
 def sha256_now(path: str | os.PathLike) -> str:
     """The file's sha256 computed at once on this thread, on every rank: for a small file that a
     check needs before the pass (the background hasher may still be busy with the data set)."""
-    return file_sha256(path)
+    return file_sha256(path, watched_identity(path))
 
 
-def file_sha256(path, chunk_size: int = 1 << 20, cancelled: threading.Event | None = None) -> str:
-    """The file's sha256 (hex), read now in chunks; "" when ``cancelled`` is set meanwhile."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
+def file_sha256(
+    path, expected: FileIdentity | None = None, chunk_size: int = 1 << 20, cancelled: threading.Event | None = None
+) -> str:
+    """The regular file's sha256 (hex), read now; "" when ``cancelled`` is set meanwhile. Exactly the
+    size ``fstat`` gave is read; with ``expected``, the file must still have that identity."""
+    fd, info = open_regular(path)
+    opened = FileIdentity.of(info)
+    try:
+        if expected is not None:
+            raise_if_changed(path, expected, opened)
+        digest, position = hashlib.sha256(), 0
+        while position < opened.size:
             if cancelled is not None and cancelled.is_set():
                 return ""
+            chunk = os.pread(fd, min(chunk_size, opened.size - position), position)
+            if not chunk:
+                raise FileRefused(f"{path}: shorter than its size (truncated while hashed)", "changed")
             digest.update(chunk)  # releases the GIL: hashing overlaps the audit's own work
+            position += len(chunk)
+        # 4096 bytes, not 1: some pseudo-files (/proc/self/pagemap) refuse reads that are not aligned.
+        if os.pread(fd, 4096, opened.size):
+            raise FileRefused(
+                f"{path}: longer than its size (a /proc or /sys pseudo-file, or growing)", "not a regular file"
+            )
+        raise_if_changed(path, expected or opened, FileIdentity.of(os.fstat(fd)))
+    except OSError as exc:
+        raise FileRefused(f"{path}: cannot be read to hash it ({exc.strerror or exc})", "unreadable") from None
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 
@@ -77,10 +105,7 @@ class PendingDigest:
         self.path, self._future = path, future
 
     def result(self) -> str:
-        try:
-            return self._future.result()
-        except OSError as exc:
-            raise AuditInputError(f"{self.path}: cannot be read to hash it ({exc.strerror or exc})") from None
+        return self._future.result()
 
 
 def resolve_digest(value) -> str:
@@ -128,5 +153,8 @@ class InputRecord:
 
 
 def file_record(role: str, path: str | os.PathLike) -> InputRecord:
-    """The record of one file read in ``role``, its sha256 computed (or started) now."""
-    return InputRecord(role=role, path=str(path), sha256=sha256_file(path))
+    """The record of one file read in ``role``, its sha256 computed (or started) now, of the file
+    the audit opened (its identity recorded at the first open; opening it here records it if no
+    reader has, or compares it)."""
+    open_input(path).close()
+    return InputRecord(role=role, path=str(path), sha256=sha256_file(path, watched_identity(path)))

@@ -15,13 +15,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..certificate.json_input import parse_json
 from ..certificate.witness import WitnessSpec
 from ..errors import AuditInputError
 from .atomic import atomic_write_text
+from .regular_files import read_input
 
 SCHEMA = "vae-audit-witness/1"
 # A witness file is a handful of numbers; anything much larger is not one (and is not read).
 MAX_BYTES = 64 * 1024
+MAX_DEPTH = 8  # a witness file is one flat object
 _REQUIRED = ("schema", "num_classes", "beta", "offset")
 _OPTIONAL = ("latent_dim", "teacher_sha256")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -67,14 +70,8 @@ def load_witness(path: str | Path) -> WitnessSettings:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise AuditInputError(f"{path}: {size} bytes is too large for a witness file (at most {MAX_BYTES})")
-    try:
-        obj = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_refuse_repeated_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AuditInputError(
-            f"{path}: not a witness file: not UTF-8 JSON ({str(exc).splitlines()[0][:120]})"
-        ) from None
-    except ValueError as exc:  # a repeated key
-        raise AuditInputError(f"{path}: not a witness file: {exc}") from None
+    # Read as a checked input: a regular file, no further than its size (a /proc file claims 0 bytes).
+    obj = parse_json(read_input(path, MAX_BYTES, "a witness file"), f"{path}: witness file", MAX_BYTES, MAX_DEPTH)
     if not isinstance(obj, dict):
         raise AuditInputError(f"{path}: a witness file holds one JSON object, found {type(obj).__name__}")
     if obj.get("schema") != SCHEMA:
@@ -104,13 +101,3 @@ def _is_int(value) -> bool:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object as a dict; a key given twice is refused (which of the two would count is unclear)."""
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key!r:.40} is given twice")
-        out[key] = value
-    return out

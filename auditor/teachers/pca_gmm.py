@@ -7,11 +7,12 @@ Reading and writing the file itself is :mod:`auditor.sources.teachers.files`.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch import nn
 
-from ..errors import AuditInputError
+from ..errors import AuditInputError, shown
 
 TEACHER_FORMAT = "vae-audit-teacher/1"
 PCA_GMM_KEYS = ("pca_mean", "pca_components", "log_weights", "means", "variances", "temperature")
@@ -79,21 +80,14 @@ def teacher_from_dict(obj: dict, where: str = "teacher") -> PcaGmmTeacher:
     """Validate a teacher dict of docs/formats.md and build the module."""
     if obj.get("format") != TEACHER_FORMAT:
         raise AuditInputError(
-            f"{where}: not a vae-audit teacher (format {obj.get('format')!r}, expected {TEACHER_FORMAT!r})"
+            f"{where}: not a vae-audit teacher (format {shown(obj.get('format'))}, expected {TEACHER_FORMAT!r})"
         )
     if obj.get("kind") != "pca-gmm":
-        raise AuditInputError(f"{where}: unknown teacher kind {obj.get('kind')!r} (supported: 'pca-gmm')")
+        raise AuditInputError(f"{where}: unknown teacher kind {shown(obj.get('kind'))} (supported: 'pca-gmm')")
     missing = [k for k in PCA_GMM_KEYS if k not in obj]
     if missing:
         raise AuditInputError(f"{where}: teacher is missing {', '.join(missing)}")
-    arrays = {}
-    for key in PCA_GMM_KEYS[:-1]:
-        value = obj[key]
-        if not isinstance(value, torch.Tensor):
-            raise AuditInputError(f"{where}: teacher field {key!r} must be a tensor")
-        if not torch.isfinite(value).all():
-            raise AuditInputError(f"{where}: teacher field {key!r} contains NaN or inf")
-        arrays[key] = value.to(torch.float64)
+    arrays = {key: _checked_tensor(obj[key], key, where).to(torch.float64) for key in PCA_GMM_KEYS[:-1]}
     D = arrays["pca_mean"].shape[0] if arrays["pca_mean"].ndim == 1 else -1
     K = arrays["log_weights"].shape[0] if arrays["log_weights"].ndim == 1 else -1
     comps = arrays["pca_components"]
@@ -107,9 +101,60 @@ def teacher_from_dict(obj: dict, where: str = "teacher") -> PcaGmmTeacher:
             )
     if (arrays["variances"] <= 0).any():
         raise AuditInputError(f"{where}: teacher variances must be > 0")
-    temperature = obj["temperature"]
-    if isinstance(temperature, torch.Tensor):
-        temperature = temperature.item() if temperature.numel() == 1 else float("nan")
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
-        raise AuditInputError(f"{where}: teacher temperature must be a finite number > 0, got {obj['temperature']!r}")
-    return PcaGmmTeacher(temperature=float(temperature), **arrays)
+    return PcaGmmTeacher(temperature=_temperature(obj["temperature"], where), **arrays)
+
+
+def _checked_tensor(value, key: str, where: str) -> torch.Tensor:
+    """``value`` if it is a dense, real, finite CPU tensor whose storage is exactly its elements.
+
+    Checked on the metadata first, before any operation touches the data: ``torch.load`` with
+    ``weights_only=True`` still returns sparse tensors whose indices lie outside their size (an
+    operation on them can crash the process), tensors on the ``meta`` device (no data at all),
+    complex tensors (a conversion to float drops the imaginary part), and stride-0 views that
+    make a few bytes of storage look like gigabytes of elements, which the first copy materialises.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise AuditInputError(f"{where}: teacher field {key!r} must be a tensor")
+    if value.layout != torch.strided or value.is_quantized or value.is_nested:
+        raise AuditInputError(f"{where}: teacher field {key!r} is a {value.layout} tensor; teachers hold dense tensors")
+    if value.device.type != "cpu":
+        raise AuditInputError(
+            f"{where}: teacher field {key!r} is on the {value.device.type} device, with no data in the file"
+        )
+    if not value.dtype.is_floating_point:
+        raise AuditInputError(
+            f"{where}: teacher field {key!r} has dtype {value.dtype}; teachers hold real floating-point tensors"
+        )
+    if not _dense(value):
+        raise AuditInputError(
+            f"{where}: teacher field {key!r} is a view of {value.untyped_storage().nbytes()} bytes of storage as "
+            f"{value.numel()} elements (save a copy: tensor.clone())"
+        )
+    if not torch.isfinite(value).all():
+        raise AuditInputError(f"{where}: teacher field {key!r} contains NaN or inf")
+    return value
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Whether the tensor's elements fill its storage exactly, each in a byte range of its own:
+    sorted by stride, each dimension's stride is the product of the sizes before it (any order of
+    dimensions, so a transposed copy passes; a stride-0 or a gapped view does not)."""
+    if tensor.storage_offset() != 0 or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+        return False
+    expected = 1
+    for stride, size in sorted((stride, size) for stride, size in zip(tensor.stride(), tensor.shape) if size > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _temperature(stored, where: str) -> float:
+    value = stored
+    if isinstance(stored, torch.Tensor):
+        tensor = _checked_tensor(stored, "temperature", where)
+        value = tensor.item() if tensor.numel() == 1 else None
+    # A comparison, not math.isfinite: that raises OverflowError for an integer beyond a float's range.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= sys.float_info.max:
+        raise AuditInputError(f"{where}: teacher temperature must be a finite number > 0, got {shown(stored)}")
+    return float(value)

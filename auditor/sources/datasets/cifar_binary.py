@@ -7,12 +7,14 @@ records of 1 label byte + 3072 image bytes. CIFAR-100: ``train.bin`` and ``test.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import AuditInputError
+from ..regular_files import open_input
 from .interface import Rows
 from .rows import concatenate
 
@@ -25,19 +27,20 @@ class _CifarRecordFile:
 
     def __init__(self, path: Path, label_bytes: int):
         record = label_bytes + CIFAR_IMAGE_BYTES
-        size = path.stat().st_size
-        if size % record:
-            raise AuditInputError(
-                f"{path}: size {size} is not a multiple of the {record}-byte CIFAR record "
-                f"(truncated or not this CIFAR version)"
+        with open_input(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size % record:
+                raise AuditInputError(
+                    f"{path}: size {size} is not a multiple of the {record}-byte CIFAR record "
+                    f"(truncated or not this CIFAR version)"
+                )
+            count = size // record
+            # np.memmap refuses empty files; an empty batch is simply zero records.
+            self._records = (
+                np.memmap(handle, dtype=np.uint8, mode="r", shape=(count, record))
+                if count
+                else np.empty((0, record), np.uint8)
             )
-        count = size // record
-        # np.memmap refuses empty files; an empty batch is simply zero records.
-        self._records = (
-            np.memmap(path, dtype=np.uint8, mode="r", shape=(count, record))
-            if count
-            else np.empty((0, record), np.uint8)
-        )
         self._label_bytes = label_bytes
         self.shape = (count, *CIFAR_SAMPLE_SHAPE)
         self.dtype = np.dtype(np.uint8)

@@ -3,13 +3,16 @@
 spelling, each optionally ``.gz``; MNIST, Fashion-MNIST and KMNIST use these names).
 
 Magic numbers and sizes are checked against the files; raw files are memory-mapped, gzipped ones
-decompressed once (never more than the header promises). Samples (1, rows, cols) uint8.
+decompressed once into a buffer of exactly the size the header promises, allocated only after
+that size is checked against :data:`MAX_GZIP_BYTES` (a 1 MB file can claim 2³¹ images).
+Samples (1, rows, cols) uint8.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -18,10 +21,12 @@ import numpy as np
 
 from ...errors import AuditInputError
 from ..arrays import InMemoryArray
+from ..regular_files import open_input
 from .interface import Rows
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+MAX_GZIP_BYTES = 1 << 30  # what a gzipped IDX file may inflate to (it is held in memory whole)
 
 
 def idx_spellings(name: str) -> tuple[str, ...]:
@@ -33,14 +38,14 @@ def idx_spellings(name: str) -> tuple[str, ...]:
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """The array of an IDX file with this magic number: memory-mapped if raw, else decompressed."""
     ndim = magic & 0xFF
-    if path.suffix == ".gz":
+    with open_input(path) as raw:
+        if path.suffix != ".gz":
+            return _read_idx_stream(raw, path, magic, ndim, gzipped=False)
         try:
-            with gzip.open(path, "rb") as handle:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as handle:
                 return _read_idx_stream(handle, path, magic, ndim, gzipped=True)
         except (OSError, EOFError, zlib.error):
             raise AuditInputError(f"{path}: not a readable gzip file (truncated or corrupt)") from None
-    with open(path, "rb") as handle:
-        return _read_idx_stream(handle, path, magic, ndim, gzipped=False)
 
 
 def _read_idx_stream(handle, path: Path, magic: int, ndim: int, gzipped: bool) -> np.ndarray:
@@ -56,26 +61,27 @@ def _read_idx_stream(handle, path: Path, magic: int, ndim: int, gzipped: bool) -
     dims = struct.unpack(f">{ndim}I", header[4:])
     expected = math.prod(dims)
     if gzipped:
-        # Read no more than the header promises (plus one byte to detect trailing data).
-        payload = _read_at_most(handle, expected + 1)
-        _check_idx_size(path, dims, expected, len(payload))
-        return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
-    size = path.stat().st_size - len(header)
+        return _inflated(handle, path, dims, expected)
+    size = os.fstat(handle.fileno()).st_size - len(header)
     _check_idx_size(path, dims, expected, size)
     if expected == 0:
         return np.empty(dims, np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="r", offset=len(header), shape=dims)
+    return np.memmap(handle, dtype=np.uint8, mode="r", offset=len(header), shape=dims)
 
 
-def _read_at_most(handle, limit: int, chunk: int = 1 << 20) -> bytes:
-    """Up to ``limit`` bytes, in chunks: memory grows with the data, not with a header's claim."""
-    data = bytearray()
-    while len(data) < limit:
-        piece = handle.read(min(chunk, limit - len(data)))
-        if not piece:
-            break
-        data += piece
-    return bytes(data)
+def _inflated(handle, path: Path, dims: tuple[int, ...], expected: int) -> np.ndarray:
+    """The data the header promises, inflated into a buffer of exactly that size (checked first)."""
+    if expected > MAX_GZIP_BYTES:
+        raise AuditInputError(
+            f"{path}: the IDX header promises {dims} = {expected} bytes, more than the {MAX_GZIP_BYTES}-byte "
+            "limit for a gzipped IDX file (decompress it: raw IDX files are memory-mapped)"
+        )
+    data = np.empty(expected, np.uint8)
+    view, done = data.data, 0
+    while done < expected and (got := handle.readinto(view[done : done + (1 << 20)])):
+        done += got
+    _check_idx_size(path, dims, expected, done + len(handle.read(1)))
+    return data.reshape(dims)
 
 
 def _check_idx_size(path: Path, dims: tuple[int, ...], expected: int, actual: int) -> None:

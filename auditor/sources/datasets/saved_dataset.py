@@ -16,9 +16,9 @@ files that name and order them (``state.json``, ``dataset_dict.json``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ...certificate.json_input import parse_json
 from ...errors import AuditInputError, printable
 from .arrow_columns import arrow_rows
 from .arrow_parts import IpcPart
@@ -27,15 +27,13 @@ from .options import DataOptions
 
 STATE, INFO, DICT = "state.json", "dataset_info.json", "dataset_dict.json"
 MAX_JSON_BYTES = 16 << 20  # these files list shards and splits: kilobytes, never more than this
+MAX_JSON_DEPTH = 64  # they nest features a few levels deep
 
 
 def _json(path: Path) -> object:
     if path.stat().st_size > MAX_JSON_BYTES:
         raise AuditInputError(f"{printable(path)}: larger than {MAX_JSON_BYTES} bytes; not a datasets file")
-    try:
-        return json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError):
-        raise AuditInputError(f"{printable(path)}: not valid JSON") from None
+    return parse_json(path.read_bytes(), printable(path), MAX_JSON_BYTES, MAX_JSON_DEPTH)
 
 
 def _plain_name(value: object) -> bool:

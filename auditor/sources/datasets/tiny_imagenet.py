@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import AuditInputError
+from ..regular_files import read_input
 from .image_folder import ImageFiles
 from .images import IMAGE_SUFFIXES, ImageLayout
 from .interface import FolderFormat, Rows
@@ -44,11 +45,8 @@ MAX_INDEX_BYTES = 64 << 20  # wnids.txt and val_annotations.txt are well below t
 
 
 def _index_lines(path: Path) -> list[str]:
-    size = path.stat().st_size
-    if size > MAX_INDEX_BYTES:
-        raise AuditInputError(f"{path}: {size} bytes is far more than a Tiny-ImageNet index file holds")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_input(path, MAX_INDEX_BYTES, "a Tiny-ImageNet index file").decode("utf-8")
     except UnicodeDecodeError:
         raise AuditInputError(f"{path}: not a text file (not UTF-8)") from None
     return [line.strip() for line in text.splitlines() if line.strip()]

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ...errors import AuditInputError, describe
+from ...certificate.json_input import parse_json
+from ...errors import AuditInputError
+from ..regular_files import read_input
 
 MAX_CONFIG_BYTES = 1 << 24  # 16 MiB: real configs and shard indexes are kilobytes
+MAX_CONFIG_DEPTH = 64  # diffusers and pythae configs nest a few levels
 
 
 def read_config(path: Path) -> dict:
@@ -18,10 +20,10 @@ def read_config(path: Path) -> dict:
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise AuditInputError(f"{path}: {size} bytes is too large for a model config (at most {MAX_CONFIG_BYTES})")
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise AuditInputError(f"{path}: not a readable JSON file ({describe(exc)})") from None
+    # Read as a checked input: a regular file, no further than its size (a /proc file claims 0 bytes).
+    value = parse_json(
+        read_input(path, MAX_CONFIG_BYTES, "a model config"), str(path), MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH
+    )
     if not isinstance(value, dict):
         raise AuditInputError(f"{path}: must hold a JSON object, found {type(value).__name__}")
     return value

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from ...errors import AuditInputError
-from ..arrays import safetensors_metadata
-from ..checkpoint import KEY_WITNESS, load_state_into, witness_metadata
+from ..checkpoint import KEY_WITNESS, load_state_into, read_tensors, witness_metadata
 from ..hashing import file_record
+from ..safetensors_header import safetensors_metadata
 from .arch import arch_encoder, build_arch, strip_prefix
 from .interface import Encoder, FixedWitness, ModelRequest, ModelSource
 from .torch_pickle import CHECKPOINT_SUFFIXES
@@ -32,7 +30,7 @@ class Factory(ModelSource):
             )
         meta = safetensors_metadata(path)
         built = build_arch(request)
-        load_state_into(built.module, strip_prefix(load_file(str(path)), request.key_prefix, path), path)
+        load_state_into(built.module, strip_prefix(read_tensors(path), request.key_prefix, path), path)
         witness = FixedWitness(witness_metadata(meta, path), str(path)) if KEY_WITNESS in meta else None
         details = {"format": "safetensors", "key_prefix": request.key_prefix}
         return arch_encoder(built, request, [file_record("model", path)], details, witness)

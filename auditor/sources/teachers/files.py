@@ -1,11 +1,19 @@
 """Teacher files: ``teacher.pt`` (kind ``pca-gmm``) read with ``torch.load(weights_only=True)`` only —
 so a file of arbitrary pickled objects is refused before anything in it runs — or, when trusted,
 a ``.pt2`` torch.export program; and ``teacher.pt`` written back atomically.
+
+Before ``torch.load`` sees a ``teacher.pt``, its zip records are checked
+(:mod:`auditor.sources.zip_member`): at most :data:`MAX_TEACHER_BYTES` in all, every record
+stored (``torch.save`` never compresses one, and torch inflates a deflated record whole: 3 MB
+can claim 3 GB), each inside the file. torch itself then refuses a storage whose size differs
+from its record's, so every storage is at most the file's size; the legacy (non-zip) format,
+whose storages torch allocates at the size the pickle claims, is refused.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import re
 import warnings
@@ -13,12 +21,16 @@ from pathlib import Path
 
 import torch
 
-from ...errors import AuditInputError
+from ...errors import AuditInputError, shown
 from ...teachers.pca_gmm import PcaGmmTeacher, teacher_from_dict
 from ..atomic import atomic_write_bytes
 from ..hashing import file_record
+from ..regular_files import open_input
+from ..zip_member import zip_records
 from .interface import Teacher, TeacherRequest, TeacherSource
 from .program import ProgramTeacher, load_program
+
+MAX_TEACHER_BYTES = 1 << 30
 
 
 def load_teacher(
@@ -26,7 +38,7 @@ def load_teacher(
 ) -> PcaGmmTeacher | ProgramTeacher:
     """Load ``teacher.pt`` (pca-gmm) or, when ``trust_code``, a ``.pt2`` torch.export program."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise AuditInputError(f"{path}: no such teacher file")
     if path.suffix.lower() == ".pt2":
         return load_program(path, trust_code, input_shape)
@@ -40,10 +52,36 @@ def _refusal_reason(exc: Exception) -> str:
 
 
 def _load_weights_only(path: Path) -> dict:
+    with open_input(path) as handle:
+        _check_torch_zip(handle, path)
+        handle.seek(0)
+        obj = _torch_load(handle, path)
+    if not isinstance(obj, dict):
+        raise AuditInputError(f"{path}: a teacher file must hold a dict, found {type(obj).__name__}")
+    return obj
+
+
+def _check_torch_zip(handle, path: Path) -> None:
+    size = os.fstat(handle.fileno()).st_size
+    if size > MAX_TEACHER_BYTES:
+        raise AuditInputError(f"{path}: {size} bytes, more than the {MAX_TEACHER_BYTES}-byte limit for a teacher file")
+    if handle.read(4) != b"PK\x03\x04":
+        raise AuditInputError(
+            f"{path}: refused to load: not a readable torch file in zip format (torch.save's format since "
+            "PyTorch 1.6); other files are never unpickled, as their sizes cannot be checked before torch allocates them"
+        )
+    compressed = [record.name for record in zip_records(handle, str(path)).values() if record.deflated]
+    if compressed:
+        raise AuditInputError(
+            f"{path}: not a readable torch file (record {shown(compressed[0])} is compressed, which torch.save never does)"
+        )
+
+
+def _torch_load(handle, path: Path) -> object:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise AuditInputError(
             f"{path}: refused to load: the file holds {_refusal_reason(exc)}, not only tensors and plain values "
@@ -53,9 +91,6 @@ def _load_weights_only(path: Path) -> dict:
         raise AuditInputError(
             f"{path}: not a readable torch file (truncated or corrupt: {(str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]})"
         ) from None
-    if not isinstance(obj, dict):
-        raise AuditInputError(f"{path}: a teacher file must hold a dict, found {type(obj).__name__}")
-    return obj
 
 
 def save_teacher(teacher: PcaGmmTeacher, path) -> None:

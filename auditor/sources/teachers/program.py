@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...errors import AuditInputError
+from ..regular_files import open_input
 
 
 class ProgramTeacher(nn.Module):
@@ -43,7 +44,10 @@ def load_program(path: Path, trust_code: bool, input_shape: tuple[int, ...] | No
             "pass --trust-teacher-code only for a file you trust"
         )
     try:
-        module = torch.export.load(str(path)).module()
+        with open_input(path) as handle:
+            module = torch.export.load(handle).module()
+    except AuditInputError:
+        raise
     except Exception as exc:  # torch.export raises many types for foreign or truncated files
         raise AuditInputError(f"{path}: not a loadable torch.export program ({type(exc).__name__})") from None
     if input_shape is None:
