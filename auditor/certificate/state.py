@@ -27,6 +27,7 @@ PROB_SUM_TOLERANCE = 1e-4  # teacher rows are float32 softmaxes; allow their rou
 # costs nothing in speed: 4096-row updates at K = 200 took 1.05 CPU s per 100,000 rows in one
 # pass, 0.95 in passes of 2¹⁸ entries, 1.07 of 2¹⁷ (K = 100: 0.51, 0.49, 0.51; one thread).
 UPDATE_PASS_ENTRIES = 1 << 18
+GRAM_THROUGH_NUMPY_FROM = 32  # columns (K + 1) from which gram() goes through numpy's BLAS
 _LOG_PATH_FLOOR = math.log(PATH_PROB_FLOOR)
 
 
@@ -62,9 +63,10 @@ def gram(rows: torch.Tensor) -> torch.Tensor:
     at K = 200 it took 1.1 ms where torch's float64 product took 4.0 ms (2-core AMD EPYC, one
     thread; torch's MKL runs generic kernels there). On one thread: a product this small gains
     nothing from more, and OpenBLAS's threads cost it 24 ms of CPU on a busy 2-core machine, on
-    the core the forward passes need.
+    the core the forward passes need. Below GRAM_THROUGH_NUMPY_FROM columns torch's product is
+    the cheaper: the round trip to numpy costs more than the product.
     """
-    if rows.device.type != "cpu":
+    if rows.device.type != "cpu" or rows.shape[1] < GRAM_THROUGH_NUMPY_FROM:
         return rows.T @ rows
     matrix = rows.numpy()
     with _ONE_BLAS_THREAD, _blas().limit(limits=1, user_api="blas"):
@@ -260,8 +262,8 @@ class CertificateState:
         prefix = torch.cumsum(g, dim=1, out=self._scratch.take("prefix", n, K - 1))  # G_1 … G_(K−1)
         z = self._scratch.take("z", n, K)
         z[:, 0] = prefix[:, -1]
-        middle = torch.mul(g[:, :-1], self._j[:-1], out=z[:, 1 : K - 1])  # (k−1) g_(k−1), k = 2 … K−1
-        middle.add_(prefix[:, :-1]).neg_().add_(prefix[:, -1:])
+        middle = torch.addcmul(prefix[:, :-1], g[:, :-1], self._j[:-1], out=z[:, 1 : K - 1])  # k = 2 … K−1
+        torch.sub(prefix[:, -1:], middle, out=middle)  # G_(K−1) − (G_(k−1) + (k−1) g_(k−1))
         torch.mul(g[:, K - 2], -(K - 1), out=z[:, K - 1])
         return z
 
@@ -333,10 +335,10 @@ class CertificateState:
         logq = shifted.sub_(norm.log())  # log_softmax, by its definition
         ce = -torch.linalg.vecdot(p, logq, dim=1)
         logp = torch.log(p, out=take("logp", n, K))
-        # xlogy(p, p): 0·log 0 is NaN here and 0 by definition; a NaN from a bad row (p < 0, NaN)
-        # becomes 0 too, but compute() refuses every such row (bad_p) before any number is used.
-        plogp = torch.mul(p, logp, out=take("plogp", n, K)).nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
-        h = -plogp.sum(dim=1)
+        # H = −Σ xlogy(p, p): 0·log 0 is NaN here and 0 by definition, so NaNs are left out of the
+        # sum; a NaN from a bad row (p < 0, NaN) is left out too, but compute() refuses every such
+        # row (bad_p) before any number is used.
+        h = -torch.nansum(torch.mul(p, logp, out=take("plogp", n, K)), dim=1)
         # torch.max over a dim gives the first index on ties (documented), as argmax in numpy
         p_max, teacher_class = p.max(dim=1)
         agree = (q.max(dim=1).indices == teacher_class).to(f64)
@@ -373,7 +375,7 @@ class CertificateState:
             self._add("sum_ce_view", -torch.linalg.vecdot(pv.reshape(-1), logq.reshape(-1)))
             self._add("sum_tv_range", (tv * z_range).sum())
             self._add("sum_tv", tv.sum())
-            self._add("sum_kl_view", plogp.sum() - torch.where(p > 0, p * pv.log(), 0.0).sum())
+            self._add("sum_kl_view", -h.sum() - torch.where(p > 0, p * pv.log(), 0.0).sum())
         self._update_path(p, p_sums, logp)  # last: it turns logp into the centred log in place
 
     def _update_path(self, p: torch.Tensor, p_sums: torch.Tensor, logp: torch.Tensor) -> None:
