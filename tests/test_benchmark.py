@@ -1,4 +1,5 @@
-"""`make bench` end to end at a tiny size: it runs, writes its table, and ours equals the naive way."""
+"""`make bench` end to end at a tiny size: it runs for every K of the sweep, writes its table, and ours
+equals the naive way."""
 
 import importlib.util
 import json
@@ -37,8 +38,8 @@ def test_benchmark_writes_its_results_and_ours_matches_the_naive_margin(tmp_path
             "16",
             "--latent",
             "4",
-            "--k",
-            "3",
+            "--classes",
+            "5",
             "--teacher-rank",
             "5",
             "--batch-size",
@@ -60,19 +61,58 @@ def test_benchmark_writes_its_results_and_ours_matches_the_naive_margin(tmp_path
     result = json.loads((tmp_path / "out" / "tiny.json").read_text())
     table = (tmp_path / "out" / "tiny.md").read_text()
 
-    assert all(len(result["all_seconds"][v]) == 2 for v in ("floor", "ours", "naive", "floor_again"))
-    # loading the model and the teacher takes some time, and only part of the audit's
-    assert all(
-        0 < less < whole
-        for less, whole in zip(result["all_seconds"]["ours_less_model_load"], result["all_seconds"]["ours"])
-    )
-    for name, ratio in result["ratios"].items():
-        values = ratio if isinstance(ratio, list) else [ratio]
-        assert all(math.isfinite(v) and v > 0 for v in values), name
-    margins = result["margin_ours_vs_naive"]
-    assert math.isclose(margins["ours"], margins["naive"], rel_tol=1e-9, abs_tol=1e-12)
-    assert set(result["flat_memory"]["by_n"]) == {"300", "600"}
+    assert [k["k"] for k in result["by_classes"]] == [5]
+    for k in result["by_classes"]:
+        assert all(len(k["all_seconds"][v]) == 2 for v in ("floor", "ours", "naive", "floor_again"))
+        # loading the model and the teacher takes some time, and only part of the audit's
+        assert all(
+            0 < less < whole for less, whole in zip(k["all_seconds"]["ours_less_model_load"], k["all_seconds"]["ours"])
+        )
+        for name, ratio in k["ratios"].items():
+            values = ratio if isinstance(ratio, list) else [ratio]
+            assert all(math.isfinite(v) and v > 0 for v in values), name
+        margins = k["margin_ours_vs_naive"]
+        assert math.isclose(margins["ours"], margins["naive"], rel_tol=1e-9, abs_tol=1e-12)
+        assert set(k["flat_memory"]["by_n"]) == {"300", "600"}
+        assert k["floor_posterior_max_error"] <= 1e-12  # the floor computes the audit's posterior
+        assert f"## K = {k['k']}, d = 4" in table
     assert "A/A control" in table and "| floor (forward passes only) |" in table
+
+    # a sweep: one summary row and one section per K, in order
+    sweep = {**result, "by_classes": [result["by_classes"][0], {**result["by_classes"][0], "k": 7}]}
+    lines = bench.markdown(sweep, "sweep").splitlines()
+    assert [line.split(" |")[0] for line in lines if line.startswith(("| 5 |", "| 7 |"))] == ["| 5", "| 7"]
+    assert [line for line in lines if line.startswith("## K")] == ["## K = 5, d = 4", "## K = 7, d = 4"]
+
+
+def test_each_k_of_the_sweep_gets_its_own_teacher_and_enough_latents():
+    bench = _bench_module()
+    args = bench.parse_args(["--classes", "10,100,200"])
+    assert [(a.k, a.latent) for a in (bench.for_classes(args, k) for k in args.classes)] == [
+        (10, 32),
+        (100, 100),
+        (200, 200),
+    ]
+    fixed = bench.parse_args(["--classes", "10,100", "--latent", "128"])
+    assert [bench.for_classes(fixed, k).latent for k in fixed.classes] == [128, 128]
+
+
+def test_the_floor_uses_none_of_the_packages_teacher_pass_or_certificate_code():
+    """A floor built from our own modules would measure us against ourselves."""
+    import ast
+
+    tree = ast.parse((REPO / "benchmarks" / "bench_certify.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    packages = {name for name in imported if name.startswith("auditor")}
+    assert not any(
+        name.startswith(("auditor.teachers", "auditor.certificate", "auditor.sources.teachers")) for name in packages
+    )
+    # run_audit (ours) is the one entry into the pass
+    assert {name for name in packages if name.startswith("auditor.audit")} == {
+        "auditor.audit.pipeline",
+        "auditor.audit.request",
+    }
 
 
 def test_training_benchmark_runs_and_its_plain_loop_trains_the_same_model(tmp_path, torch_threads_restored):

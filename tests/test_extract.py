@@ -145,6 +145,19 @@ def test_update_worker_applies_consecutive_batches_in_chunks(monkeypatch, with_v
     fx.assert_states_equal(pipelined, again)  # the chunks depend only on the batch sizes
 
 
+def test_update_worker_joins_fewer_rows_at_large_k():
+    """At large K a batch alone is an update's worth; joining batches would only copy them."""
+    from auditor.certificate.state import CertificateState
+    from auditor.certificate.witness import WitnessSpec
+
+    sizes = {}
+    for k in (3, 10, 16, 100, 200):
+        worker = update_worker.UpdateWorker(CertificateState(WitnessSpec(k, k, 2.0)))
+        sizes[k] = worker.chunk_rows
+        worker.close()
+    assert sizes == {3: 4096, 10: 4096, 16: 4096, 100: 655, 200: 327}
+
+
 def test_update_worker_error_reaches_the_caller():
     class Refusing(type(fx.fresh_state())):
         def update(self, mu, p, logvar=None, p_view=None):

@@ -157,7 +157,7 @@ def test_every_malformed_folder_is_refused_with_one_line(tmp_path, capsys, monke
             assert not out.exists(), name
     monkeypatch.setattr(tiny_imagenet, "MAX_INDEX_BYTES", 10)
     code, err, _ = _fit(tmp_path / "unlisted-class-folder" / "tiny-imagenet-200", tmp_path, capsys)
-    assert code == 2 and "is far more than a Tiny-ImageNet index file holds" in err
+    assert code == 2 and "more than the 10-byte limit for a Tiny-ImageNet index file" in err
 
 
 def test_without_pillow_the_error_says_how_to_install_it(folder, monkeypatch):

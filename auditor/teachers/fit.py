@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -110,10 +111,26 @@ def with_temperature(teacher: PcaGmmTeacher, temperature: float) -> PcaGmmTeache
     return PcaGmmTeacher(temperature=check_temperature(temperature), **fields)
 
 
+def _batches(x: np.ndarray, batch_size: int):
+    for i in range(0, len(x), batch_size):
+        yield torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))
+
+
 @torch.no_grad()
 def teacher_probabilities(teacher: torch.nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """T(·|x_i) for the rows of ``x`` (N×D [0, 1] inputs), an N×K float64 array."""
-    rows = [
-        teacher(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(rows).to(torch.float64).numpy()
+    return torch.cat([teacher(rows) for rows in _batches(x, batch_size)]).to(torch.float64).numpy()
+
+
+@torch.no_grad()
+def posteriors_at_temperatures(
+    teacher: PcaGmmTeacher, x: np.ndarray, temperatures: Sequence[float], batch_size: int = 4096
+) -> Iterator[np.ndarray]:
+    """The teacher's posterior on the rows of ``x`` at each of ``temperatures`` (N×K float64 arrays, in
+    order), from one evaluation of the log-joint: τ only divides it. Each equals
+    ``teacher_probabilities(with_temperature(teacher, τ), x)`` to the teacher's 1e-12
+    (:data:`~auditor.teachers.pca_gmm.POSTERIOR_TOLERANCE`): the log-joint is made exact wherever
+    any of the temperatures needs it."""
+    log_joint = torch.cat([teacher.log_joint(rows, temperatures) for rows in _batches(x, batch_size)])
+    for tau in temperatures:
+        yield torch.softmax(log_joint / tau, dim=1).numpy()

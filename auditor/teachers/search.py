@@ -7,8 +7,9 @@ The winner has the largest held-out I_T among the candidates within the energy b
 
 The held-out rows come from the *training* split (``holdout_split``: every M-th row), never
 from the test split that ``audit certify`` is run on, so the teacher is not selected on the
-data it later certifies on. τ only rescales the log-joint, so one GMM per (rank, K) serves
-every temperature.
+data it later certifies on. The work is what the grid needs and no more: one PCA per rank, one
+GMM per (rank, K), and, since τ only divides the log-joint, one evaluation of the log-joint
+per (rank, K) on the held-out rows, with a softmax per τ.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .fit import (
     check_temperature,
     fit_gmm_on_scores,
     fit_pca,
-    teacher_probabilities,
+    posteriors_at_temperatures,
     with_temperature,
 )
 from .pca_gmm import PcaGmmTeacher
@@ -109,9 +110,8 @@ def score_candidates(
         scores = pca.transform(x_fit)
         for K in classes:
             base, converged = fit_gmm_on_scores(pca, scores, K, 1.0, seed, n_init)
-            for tau in temperatures:
+            for tau, p in zip(temperatures, posteriors_at_temperatures(base, x_holdout, temperatures)):
                 teacher = with_temperature(base, tau)
-                p = teacher_probabilities(teacher, x_holdout)
                 e_t = teacher_energy(p)
                 energy = prior_cost(e_t, K, beta)
                 rows.append(
