@@ -141,6 +141,31 @@ def test_training_curve_from_the_csv_beside_the_model(tmp_path):
     assert "Training curve" not in render_html(cert)  # no log, nothing to say: no section
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"epoch,margin\n1,inf\n2,-inf\n3,nan\n4,1e308\n",  # values matplotlib cannot place
+        b"epoch,margin\n1,a\n2,[red]b[/]\n",  # text only: nothing to plot
+        b"epoch,margin\n\xff\xfe,\x00\n",  # not UTF-8, a NUL
+        b"epoch,margin,kl\n1,0.5\n2,0.1,0.2,0.3,0.4\n",  # ragged rows
+        b"epoch\n" + b"1\n" * 3 + b"epoch,margin\n",  # no value column, a header repeated
+        b"",  # empty
+    ],
+)
+def test_a_training_csv_that_breaks_the_plot_costs_only_the_curve(tmp_path, text):
+    """Issue 12: a training CSV beside the model that broke the plot ended the report in a traceback."""
+    code, cert = certify(tmp_path, formats="json")
+    (tmp_path / "lat.csv").write_bytes(text)
+    page = html.unescape(render_html(cert))  # never raises
+    section = page[page.index("Training curve") :]  # the log is there, so the section says what came of it
+    assert "training" in plots(page) or "lat.csv" in section
+    out = tmp_path / "again"
+    assert (
+        run_cli(["report", str(tmp_path / "report" / "certificate.json"), "--format", "html", "--out", str(out)]) == 0
+    )
+    assert "Training curve" in (out / "certificate.html").read_text()
+
+
 def test_report_command_rerenders_from_json(certified, tmp_path, capsys):
     folder, cert = certified
     assert (
