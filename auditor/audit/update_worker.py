@@ -21,6 +21,13 @@ UPDATE_CHUNK_ROWS = 4096
 # 383 MiB, the outputs waiting for the worker no longer joined into 13 MiB chunks; the worker's
 # CPU per 100,000 rows from 1.01 to 0.99 s (medians of 6 audits, 784-value rows).
 UPDATE_CHUNK_ENTRIES = 1 << 16
+# Chunks handed over and not yet applied, at most. The worker shares its core with the input
+# hashing, which takes that core for the first part of an audit: a deeper queue lets the update
+# fall behind then and catch up later, where 2 made the forward passes wait. At K = 200 (100,000
+# × 784 rows, 1024-row batches, 8 interleaved repeats on 2 cores) ours went from 1.43 to 1.39 s
+# median with 8 (1.38 with 32); at K = 10 and 100 the difference was within the noise. It bounds
+# the outputs waiting in memory to 8 chunks (20 MB at K = d = 200), whatever N.
+UPDATE_QUEUE_CHUNKS = 8
 
 
 class UpdateWorker:
@@ -44,7 +51,7 @@ class UpdateWorker:
         # chunk, not once a batch.
         self.pending: list[BatchOutputs] = []
         self.pending_rows = 0
-        self.jobs: queue.Queue = queue.Queue(maxsize=2)
+        self.jobs: queue.Queue = queue.Queue(maxsize=UPDATE_QUEUE_CHUNKS)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="audit-update", daemon=True)
         self.thread.start()
