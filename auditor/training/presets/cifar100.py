@@ -9,7 +9,7 @@ run, with its reason in docs/reproduce.md.
 
 from __future__ import annotations
 
-from ..reproduce import Row
+from ..reproduce import BASELINE_ROWS, Row, kl_weight_rows
 from .base import Preset
 
 ROWS = (
@@ -18,12 +18,8 @@ ROWS = (
     Row("rescue", protocol="rescue", init_from="collapse"),  # restart from the collapse, aligned
     Row("vanilla", "vanilla"),
     Row("prefit", "prefit"),
-    *(Row(f"vanilla-kl{w}", "vanilla", {"kl_weight": float(w)}) for w in (2, 4, 8)),
-    *(Row(f"aligned-kl{w}", "aligned", {"kl_weight": float(w)}) for w in (2, 4, 8)),
-    Row("beta-0.5", "beta", {"kl_weight": 0.5}),
-    Row("free-bits", "free-bits"),
-    Row("kl-anneal", "kl-anneal"),
-    Row("cyclical", "cyclical"),
+    *kl_weight_rows((2, 4, 8)),
+    *BASELINE_ROWS,
 )
 
 CIFAR100 = Preset(

@@ -8,19 +8,15 @@ every value below is a default chosen before any run, with its reason in docs/re
 
 from __future__ import annotations
 
-from ..reproduce import Row
+from ..reproduce import BASELINE_ROWS, Row, kl_weight_rows
 from .base import Preset
 
 ROWS = (
     Row("vanilla", "vanilla"),  # the paper's "VAE"
     Row("aligned", "aligned"),  # "RST-VAE": the ELBO plus α times the raw witness alignment
     Row("prefit", "prefit"),  # "RST-prefit": μ regressed onto the analytic code first, then aligned
-    *(Row(f"vanilla-kl{w}", "vanilla", {"kl_weight": float(w)}) for w in (2, 4, 8)),
-    *(Row(f"aligned-kl{w}", "aligned", {"kl_weight": float(w)}) for w in (2, 4, 8)),
-    Row("beta-0.5", "beta", {"kl_weight": 0.5}),
-    Row("free-bits", "free-bits"),
-    Row("kl-anneal", "kl-anneal"),
-    Row("cyclical", "cyclical"),
+    *kl_weight_rows((2, 4, 8)),
+    *BASELINE_ROWS,
     Row("collapse", protocol="collapse", init_from="aligned"),
     Row("rescue", protocol="rescue", init_from="collapse"),
 )
