@@ -198,19 +198,16 @@ def _rule_inputs(c: _Checker, cert: dict) -> tuple[float, bool]:
 
     A certificate without ``margin_rounding_bound`` (written before it was recorded) is judged by
     the strict rule alone. A recorded bound must reach the part of the bound that the
-    certificate's own K, d, N, H(p̄) and mean cross-entropy give (rows summing to 1, logits of 0).
+    certificate's own K, N, H(p̄) and mean cross-entropy give (rows summing to 1, logits of 0).
     """
     constant = c.get(c.get(cert, "diagnostics", dict), "exactly_constant", bool, "diagnostics.exactly_constant")
     if "margin_rounding_bound" not in cert:
         return 0.0, constant
     bound = c.get(cert, "margin_rounding_bound", float)
-    latent_dim = c.get(c.get(cert, "witness", dict), "latent_dim", int, "witness.latent_dim")
     h_bar = cert["teacher_marginal_entropy"]
-    floor = margin_rounding_bound(
-        cert["num_classes"], latent_dim, cert["num_samples"], h_bar, h_bar - cert["margin"], 1.0, 0.0
-    )
+    floor = margin_rounding_bound(cert["num_classes"], cert["num_samples"], h_bar, h_bar - cert["margin"], 1.0, 0.0)
     if not bound >= floor * (1 - TOLERANCE):
-        c.fail(f"margin_rounding_bound {bound!r} is below {floor!r}, the least its K, d, N, H(p̄) and mean CE allow")
+        c.fail(f"margin_rounding_bound {bound!r} is below {floor!r}, the least its K, N, H(p̄) and mean CE allow")
     return bound, constant
 
 

@@ -158,9 +158,7 @@ def _numbers(v: dict[str, np.ndarray], spec: WitnessSpec, with_view: bool) -> Ce
         ],
     }
 
-    rounding = margin_rounding_bound(
-        K, spec.latent_dim, int(n), h_bar, mean_ce, float(p_bar.sum()), logit_scale(v, spec)
-    )
+    rounding = margin_rounding_bound(K, int(n), h_bar, mean_ce, float(p_bar.sum()), logit_scale(v, spec))
     return CertificateNumbers(
         num_samples=int(n),
         num_classes=spec.num_classes,

@@ -19,7 +19,7 @@ merges, whatever the batching: at most 2N merges) and Z ≥ max_i |z_ik| the lar
     E = (γ(K) + φ)·H                                     evaluating H(p̄)
       + ρ·(H + s̄) + 6u·K·(ln N + 1.5)                     the error of p̄, through |log p̄_k + 1|
       + (γ(K) + 2u + ρ)·C                                 each CE_i's K-term sum, and its mean
-      + s̄·(γ(2K) + φ·(1 + ln K) + 2γ(d + 2)·Z)             each log q_ik: logits, log-sum-exp
+      + s̄·(γ(2K) + φ·(1 + ln K) + 6γ(K + 12)·Z)            each log q_ik: logits, log-sum-exp
       + 12u·(ln K + 2Z)                                   Chan's merges, against the largest CE_i
       + u·(H + C)                                         the last subtraction
     bound = 2E + max(0, 1 − s̄) + (γ(K) + ρ)·s̄ + 6u·K
@@ -43,20 +43,19 @@ def _gamma(n: float) -> float:
 
 def margin_rounding_bound(
     num_classes: int,
-    latent_dim: int,
     num_samples: int,
     marginal_entropy: float,
     mean_cross_entropy: float,
     teacher_mass: float,
     logit_scale: float,
 ) -> float:
-    """The bound above, in nats, for a state's K, d, N, H(p̄), mean CE, s̄ = Σ_k p̄_k and logit scale Z.
+    """The bound above, in nats, for a state's K, N, H(p̄), mean CE, s̄ = Σ_k p̄_k and logit scale Z.
 
     Z is any upper bound on |z_ik| = |β·(Sᵀμ_i)_k|; ``logit_scale = 0`` gives the part that does not
     depend on μ, a floor every recorded bound must reach.
     """
     u, phi = UNIT_ROUNDOFF, ELEMENTARY_FUNCTION_ERROR
-    K, d, N = num_classes, latent_dim, max(num_samples, 1)
+    K, N = num_classes, max(num_samples, 1)
     H, C, s, Z = marginal_entropy, mean_cross_entropy, teacher_mass, logit_scale
     rho = _gamma(N) + (2 * N + 3) * u
     first_order = (
@@ -64,7 +63,7 @@ def margin_rounding_bound(
         + rho * (H + s)
         + 6 * u * K * (math.log(N) + 1.5)
         + (_gamma(K) + 2 * u + rho) * C
-        + s * (_gamma(2 * K) + phi * (1 + math.log(K)) + 2 * _gamma(d + 2) * Z)
+        + s * (_gamma(2 * K) + phi * (1 + math.log(K)) + 6 * _gamma(K + 12) * Z)
         + 12 * u * (math.log(K) + 2 * Z)
         + u * (H + C)
     )
