@@ -151,3 +151,26 @@ def test_the_folder_probe_leaves_nothing_behind(tmp_path):
     assert atomic.folder_problem(tmp_path / "a" / "b") is None
     assert atomic.folder_problem(tmp_path) is None
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--method", "aligned", "--teacher", "missing.pt", "--out", "{taken}/model.safetensors"],
+        ["reproduce", "--teacher", "missing.pt", "--out", "{taken}/table"],
+        ["reproduce", "--out", "{free}/table", "--models-out", "{taken}/models"],
+        ["teacher", "fit", "--rank", "4", "--num-classes", "3", "--out", "{taken}/teacher.pt"],
+        ["teacher", "search", "--out", "{taken}/teacher.pt"],
+        ["design", "--teacher", "missing.pt", "--beta", "2", "--latent-dim", "4", "--witness-out", "{taken}/w.json"],
+        ["design", "--teacher", "missing.pt", "--beta", "2", "--latent-dim", "4", "--csv", "{taken}/path.csv"],
+    ],
+)
+def test_every_command_refuses_an_unusable_output_before_reading_anything(tmp_path, capsys, command):
+    """The output's folder is checked first: the data (which does not exist either) is never read."""
+    (tmp_path / "taken").write_text("mine")
+    args = [part.format(taken=tmp_path / "taken", free=tmp_path / "free") for part in command]
+    code, _, err = run([*args, "--data", str(tmp_path / "missing.npy")], capsys)
+    flag = next(part for part in command if part.startswith("--") and "{taken}" in command[command.index(part) + 1])
+    assert code == 2 and err.startswith(f"error: {flag} ") and "is not a folder" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert (tmp_path / "taken").read_text() == "mine" and not (tmp_path / "free").exists()

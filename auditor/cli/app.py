@@ -1,6 +1,6 @@
 """The ``audit`` command line: one typer app; each command lives in its own module of this package.
 
-The exit code is a promise (docs/cli.md): 0 and 1 only for a verdict (``certify``, ``verify``),
+The exit code is a promise (docs/cli.md): 0 and 1 only for a verdict (``certify``, ``verify``, ``compare``),
 130 for an interrupt, and 2 for everything else — usage errors from typer/click,
 :class:`AuditInputError`, I/O errors (a full or read-only disk) and any unforeseen exception —
 with one ``error: …`` line on stderr. An unforeseen exception's line names its type; its

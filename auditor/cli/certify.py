@@ -13,7 +13,6 @@ from ..audit.pipeline import run_audit
 from ..audit.request import AuditRequest
 from ..certificate.document import certificate_dict
 from ..certificate.paths import paths_relative_to
-from ..errors import AuditInputError
 from ..reports.escape import rich_text
 from ..reports.markdown import render_markdown
 from ..reports.progress import BatchProgress, progress_wanted
@@ -25,7 +24,7 @@ from ..reports.writer import (
     step_summary_wanted,
     write_rendered,
 )
-from ..sources.atomic import folder_problem
+from ..sources.atomic import require_writable_folder
 from .data_flags import COLUMN, IMAGE_SIZE, TEST_EVERY, data_options
 from .invocation import current_command
 
@@ -120,9 +119,8 @@ def certify(
 
     fmt_list = parse_formats(formats)
     out_dir = out if out is not None else default_out_dir(model, latents, arch)
-    problem = folder_problem(out_dir) if is_main_process() else None
-    if problem is not None:  # found now, not after a long audit
-        raise AuditInputError(f"--out {out_dir}: {problem}")
+    if is_main_process():  # rank 0 alone writes
+        require_writable_folder(out_dir, "--out")
     reading = data_options(image_size, column, test_every)
     request = AuditRequest(
         model=model,

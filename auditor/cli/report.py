@@ -16,7 +16,7 @@ from ..certificate.paths import input_base, rebased
 from ..errors import AuditInputError
 from ..reports.escape import terminal_text
 from ..reports.writer import RENDERERS, write_reports
-from ..sources.atomic import folder_problem
+from ..sources.atomic import require_writable_folder
 
 
 def report(
@@ -34,9 +34,7 @@ def report(
     out_dir = out if out is not None else certificate.parent
     cert, _ = load_attested(certificate)
     base = input_base(cert, certificate)
-    problem = folder_problem(out_dir)
-    if problem is not None:
-        raise AuditInputError(f"--out {out_dir}: {problem}")
+    require_writable_folder(out_dir, "--out")
     if out is not None:  # the files written there reach the same inputs
         cert = rebased(cert, certificate, out_dir)
     for path in write_reports(cert, out_dir, fmt_list, with_json=False, inputs_base=base):

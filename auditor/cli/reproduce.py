@@ -9,6 +9,7 @@ import typer
 
 from ..errors import AuditInputError
 from ..reports.escape import terminal_text
+from ..sources.atomic import require_writable_folder
 from ..training.presets.registry import PRESETS, get_preset
 from ..training.presets.run import reproduce_preset
 from ..training.reproduce import DEFAULT_EPOCHS, DEFAULT_ROWS, markdown_table, parse_seeds, reproduce, select_rows
@@ -63,6 +64,9 @@ def reproduce_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    for flag, folder in (("--out", out), ("--models-out", models_out)):
+        if folder is not None:
+            require_writable_folder(folder, flag)
     reading = data_options(image_size, column, test_every)
     seed_list = parse_seeds(seeds) if seeds is not None else None
     row_names = None if rows is None else [r.strip() for r in rows.split(",") if r.strip()]

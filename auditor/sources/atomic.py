@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import AuditInputError
+
 
 def _new_file_mode() -> int:
     umask = os.umask(0)  # reading the umask means setting it; done once, at import
@@ -145,3 +147,11 @@ def folder_problem(folder: Path) -> str | None:
     os.close(fd)
     os.unlink(tmp)
     return None
+
+
+def require_writable_folder(folder: Path, flag: str) -> None:
+    """Refuse (AuditInputError, exit 2) an output ``flag`` whose ``folder`` no file can be
+    written into: found before any work starts, not after a long run."""
+    problem = folder_problem(folder)
+    if problem is not None:
+        raise AuditInputError(f"{flag} {folder}: {problem}")
