@@ -413,9 +413,18 @@ def test_a_certificate_with_a_key_given_twice_is_refused(audited, tmp_path, caps
     assert "is given twice" in capsys.readouterr().err
 
 
-def test_a_certificate_that_never_ends_is_refused(capsys):
-    assert run_cli(["report", "/dev/zero", "--out", "/nonexistent"]) == 2
-    assert "limit" in capsys.readouterr().err
+@pytest.mark.parametrize("command", ["report", "verify", "compare"])
+@pytest.mark.parametrize("kind", ["/dev/zero", "FIFO"])
+def test_a_certificate_that_is_not_a_regular_file_is_refused(limited_cli, tmp_path, command, kind):
+    """/dev/zero never ends; a FIFO with no writer would block the reader forever."""
+    path = Path(kind)
+    if kind == "FIFO":
+        path = tmp_path / "certificate.json"
+        os.mkfifo(path)
+    args = [command, path, path] if command == "compare" else [command, path]
+    result = limited_cli.run(args, 512, 60)
+    assert result.returncode == 2
+    assert "not a regular file" in one_error_line(result)
 
 
 # ---------------------------------------------------------------- CIFAR python batches

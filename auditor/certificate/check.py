@@ -15,7 +15,9 @@ nested at most :data:`MAX_CERTIFICATE_DEPTH` deep.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import NoReturn
 
@@ -66,8 +68,11 @@ def read_json(path: str | Path):
     """The JSON value of a certificate's file (or of a Statement that carries one), not yet checked."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CERTIFICATE_BYTES + 1)  # never more: /dev/zero has no end
+        # Without blocking: a FIFO given as the certificate is refused, not waited on.
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise AuditInputError(f"{path}: not a regular file")
+            data = handle.read(MAX_CERTIFICATE_BYTES + 1)  # never more
     except FileNotFoundError:
         raise AuditInputError(f"{path}: no such certificate file") from None
     except OSError as exc:
