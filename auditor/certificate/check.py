@@ -24,7 +24,7 @@ from typing import NoReturn
 from ..errors import AuditInputError, shown, shown_text
 from . import paths
 from .document import CERTIFIED_NOTE, NOT_COLLAPSED_NOTE, SCHEMA
-from .json_input import parse_json
+from .json_input import is_json_int, is_json_number, parse_json
 from .numbers import confidence_z
 from .rounding import margin_rounding_bound
 from .verdict import certifies
@@ -122,7 +122,7 @@ class _Checker:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_json_number(value) and math.isfinite(value)
 
 
 def _entropy(masses: list[float]) -> float:
@@ -390,7 +390,7 @@ def _is_json_kind(value, kind) -> bool:
     if kind is float:
         return _is_number(value)
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_json_int(value)
     if kind is STRINGS:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
     if kind is SIZE:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import NoReturn
+from typing import NoReturn, TypeGuard
 
 from ..errors import AuditInputError, shown
 
@@ -96,3 +96,13 @@ def _finite_float(text: str) -> float:
 
 def _no_constant(name: str) -> NoReturn:
     raise _Refused(f"{name} is not a number JSON allows (non-finite numbers are written as null)")
+
+
+def is_json_int(value) -> TypeGuard[int]:
+    """A JSON integer as parsed: an int, and not a bool (True is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_json_number(value) -> TypeGuard[int | float]:
+    """A JSON number as parsed: an int or a float, and not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

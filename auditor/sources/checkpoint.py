@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeGuard, overload
+from typing import Literal, overload
 
 import safetensors.torch
 import torch
 from safetensors.torch import save
 from torch import nn
 
-from ..certificate.json_input import parse_json
+from ..certificate.json_input import is_json_int, is_json_number, parse_json
 from ..errors import AuditInputError, shown, shown_text
 from ..nets.registry import MAX_PARAMETERS, build_model, model_skeleton
 from .atomic import atomic_write_bytes
@@ -74,17 +74,9 @@ def _json_field(meta: dict, key: str, path: Path, required: bool = True) -> dict
 def witness_metadata(meta: dict, path: Path) -> dict:
     witness = _json_field(meta, KEY_WITNESS, path)
     K, beta, offset = witness.get("num_classes"), witness.get("beta"), witness.get("offset", 0)
-    if not (_is_int(K) and _is_number(beta) and _is_int(offset)):  # True is an int to Python, not here
+    if not (is_json_int(K) and is_json_number(beta) and is_json_int(offset)):  # True is an int to Python, not here
         raise AuditInputError(f"{path}: {KEY_WITNESS} must give integer num_classes, numeric beta and integer offset")
     return {"num_classes": K, "beta": float(beta), "offset": offset}
-
-
-def _is_int(value) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

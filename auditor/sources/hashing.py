@@ -45,18 +45,18 @@ def sha256_file(path: str | os.PathLike, expected: FileIdentity | None = None, c
     With ``expected``, a file that is no longer the one with that identity is refused
     (:class:`~auditor.sources.regular_files.FileRefused`, status "changed").
     """
-    return computed_digest(path, functools.partial(file_sha256, path, expected, chunk_size))
+    return computed_digest(functools.partial(file_sha256, path, expected, chunk_size))
 
 
-def computed_digest(path: str | os.PathLike, compute: Callable[[threading.Event | None], str]):
-    """``compute(cancelled)``, a digest of ``path`` — run now, on the background hashing thread
+def computed_digest(compute: Callable[[threading.Event | None], str]):
+    """``compute(cancelled)``, a digest — run now, on the background hashing thread
     inside :func:`hashing_in_background` (a :class:`PendingDigest`), or not at all where hashing is
     skipped. ``compute`` returns early when the event it is given is set."""
     if not _HASHING.get():
         return HASH_SKIPPED
     background = _BACKGROUND.get()
     if background is not None:
-        return background.submit(path, compute)
+        return background.submit(compute)
     return compute(None)
 
 
@@ -101,8 +101,8 @@ def file_sha256(
 class PendingDigest:
     """A sha256 being computed on a background thread; :func:`resolve_digest` waits for it."""
 
-    def __init__(self, path, future):
-        self.path, self._future = path, future
+    def __init__(self, future):
+        self._future = future
 
     def result(self) -> str:
         return self._future.result()
@@ -118,8 +118,8 @@ class _BackgroundHasher:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-hash", initializer=thread_setup)
         self.cancelled = threading.Event()
 
-    def submit(self, path, compute: Callable[[threading.Event | None], str]) -> PendingDigest:
-        return PendingDigest(path, self.pool.submit(compute, self.cancelled))
+    def submit(self, compute: Callable[[threading.Event | None], str]) -> PendingDigest:
+        return PendingDigest(self.pool.submit(compute, self.cancelled))
 
     def close(self) -> None:
         self.cancelled.set()  # an error before the digests were needed: stop reading at once

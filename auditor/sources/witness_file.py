@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..certificate.json_input import parse_json
+from ..certificate.json_input import is_json_int, is_json_number, parse_json
 from ..certificate.witness import WitnessSpec
 from ..errors import AuditInputError
 from .atomic import atomic_write_text
@@ -83,9 +83,13 @@ def load_witness(path: str | Path) -> WitnessSettings:
             f"{path}: missing keys: {', '.join(missing) or 'none'}; unknown keys: {', '.join(map(repr, unknown[:4])) or 'none'}"
         )
     latent_dim, sha = obj.get("latent_dim"), obj.get("teacher_sha256")
-    if not (_is_int(obj["num_classes"]) and _is_int(obj["offset"]) and (latent_dim is None or _is_int(latent_dim))):
+    if not (
+        is_json_int(obj["num_classes"])
+        and is_json_int(obj["offset"])
+        and (latent_dim is None or is_json_int(latent_dim))
+    ):
         raise AuditInputError(f"{path}: num_classes, offset and latent_dim must be integers")
-    if not (_is_number(obj["beta"]) and math.isfinite(obj["beta"])):
+    if not (is_json_number(obj["beta"]) and math.isfinite(obj["beta"])):
         raise AuditInputError(f"{path}: beta must be a finite number, found {obj['beta']!r:.80}")
     if sha is not None and not isinstance(sha, str):
         raise AuditInputError(f"{path}: teacher_sha256 must be a string")
@@ -93,11 +97,3 @@ def load_witness(path: str | Path) -> WitnessSettings:
         return WitnessSettings(obj["num_classes"], float(obj["beta"]), obj["offset"], latent_dim, sha)
     except AuditInputError as exc:
         raise AuditInputError(f"{path}: {exc}") from None
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

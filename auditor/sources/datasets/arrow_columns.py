@@ -19,12 +19,12 @@ else an integer column named ``label`` or ``labels``, else none; integers withou
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ...certificate.json_input import parse_json
 from ...errors import AuditInputError, printable
 from .arrow_parts import ColumnCursor, Part, pyarrow
 from .images import ImageLayout, decode_images, image_layout, read_header
@@ -33,13 +33,18 @@ from .options import DataOptions
 
 HF_ARRAY_TYPES = tuple(f"datasets.features.features.Array{n}DExtensionType" for n in range(2, 6))
 SCAN_ROWS = 1024  # rows per read while looking at every image's header
+# The features description that `datasets` writes into the schema: kilobytes, a few levels deep.
+MAX_METADATA_BYTES, MAX_METADATA_DEPTH = 16 << 20, 64
 
 
 def hf_features(schema) -> dict:
     """The ``features`` that ``datasets`` keeps in the schema metadata (key ``huggingface``), or {}."""
+    raw = (schema.metadata or {}).get(b"huggingface", b"{}")
     try:
-        features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
-    except (ValueError, KeyError, TypeError):
+        features = parse_json(raw, "the schema's huggingface metadata", MAX_METADATA_BYTES, MAX_METADATA_DEPTH)["info"][
+            "features"
+        ]
+    except (AuditInputError, KeyError, TypeError):
         return {}
     return features if isinstance(features, dict) else {}
 

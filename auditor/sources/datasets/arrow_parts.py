@@ -24,6 +24,7 @@ import numpy as np
 
 from ...errors import AuditInputError
 from ..arrays import release_pages
+from ..regular_files import open_input
 
 PARQUET_BATCH_ROWS = 1024  # rows per batch pyarrow decodes from a Parquet row group
 
@@ -88,7 +89,7 @@ class IpcPart:
         self.path = path
         pa = pyarrow()
         try:
-            with open(path, "rb") as handle:
+            with open_input(path) as handle:
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             self._buffer = pa.py_buffer(self._map)  # batches point into the map: nothing is copied
             try:

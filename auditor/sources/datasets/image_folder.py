@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import AuditInputError, printable
+from ...errors import printable
 from ..hashing import file_sha256
 from .images import IMAGE_SUFFIXES, ImageLayout, decode_images, image_layout, read_header
 from .interface import FolderFormat, Rows
@@ -103,12 +103,7 @@ def manifest_sha256(folder: str | os.PathLike, cancelled: threading.Event | None
     folder = Path(folder)
     manifest = hashlib.sha256()
     for relative, _ in (image for part in image_listing(folder).values() for image in part):
-        try:
-            digest = file_sha256(folder / relative, cancelled=cancelled)
-        except OSError as exc:
-            raise AuditInputError(
-                f"{printable(folder / relative)}: cannot be read to hash it ({exc.strerror or exc})"
-            ) from None
+        digest = file_sha256(folder / relative, cancelled=cancelled)
         if cancelled is not None and cancelled.is_set():
             return ""
         # Names that are not UTF-8 (Linux allows any bytes) go in as their bytes, as sha256sum prints them.

@@ -101,7 +101,7 @@ def open_dataset(
 
 def image_folder_record(role: str, folder: Path) -> InputRecord:
     """An image folder as one input: the sha256 of its manifest (hashed in the background in an audit)."""
-    return InputRecord(role, str(folder), computed_digest(folder, lambda cancelled: manifest_sha256(folder, cancelled)))
+    return InputRecord(role, str(folder), computed_digest(lambda cancelled: manifest_sha256(folder, cancelled)))
 
 
 def _refuse_options(options: DataOptions, what: str, takes: frozenset[str]) -> None:

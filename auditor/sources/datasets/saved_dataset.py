@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ...certificate.json_input import parse_json
 from ...errors import AuditInputError, printable
+from ..regular_files import read_input
 from .arrow_columns import arrow_rows
 from .arrow_parts import IpcPart
 from .interface import FolderFormat, Rows
@@ -31,9 +32,9 @@ MAX_JSON_DEPTH = 64  # they nest features a few levels deep
 
 
 def _json(path: Path) -> object:
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise AuditInputError(f"{printable(path)}: larger than {MAX_JSON_BYTES} bytes; not a datasets file")
-    return parse_json(path.read_bytes(), printable(path), MAX_JSON_BYTES, MAX_JSON_DEPTH)
+    return parse_json(
+        read_input(path, MAX_JSON_BYTES, "a datasets JSON file"), printable(path), MAX_JSON_BYTES, MAX_JSON_DEPTH
+    )
 
 
 def _plain_name(value: object) -> bool:

@@ -75,7 +75,8 @@ def _images_in(folder: Path) -> list[Path]:
 
 def _train_split(folder: Path, wnids: list[str]) -> Rows:
     train = folder / "train"
-    unlisted = sorted(child.name for child in train.iterdir() if child.is_dir() and child.name not in set(wnids))
+    listed = set(wnids)
+    unlisted = sorted(child.name for child in train.iterdir() if child.is_dir() and child.name not in listed)
     if unlisted:
         raise AuditInputError(f"{train}: holds class folders that wnids.txt does not list ({', '.join(unlisted[:3])})")
     paths, labels = [], []
