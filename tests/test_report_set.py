@@ -174,3 +174,10 @@ def test_every_command_refuses_an_unusable_output_before_reading_anything(tmp_pa
     assert code == 2 and err.startswith(f"error: {flag} ") and "is not a folder" in err, err
     assert len(err.strip().splitlines()) == 1
     assert (tmp_path / "taken").read_text() == "mine" and not (tmp_path / "free").exists()
+
+
+def test_train_refuses_a_folder_as_its_checkpoint_before_reading_anything(tmp_path, capsys):
+    """It used to train, then fail writing the checkpoint over the folder."""
+    args = ["train", "--method", "aligned", "--teacher", "missing.pt", "--out", tmp_path]
+    code, _, err = run([*args, "--data", tmp_path / "missing.npy"], capsys)
+    assert code == 2 and err.startswith(f"error: --out {tmp_path} is a folder; give a file's path, e.g. ")

@@ -10,7 +10,7 @@ import typer
 from ..certificate.design import DEFAULT_ENERGY_BUDGET, design_summary, design_table
 from ..errors import AuditInputError
 from ..reports.escape import rich_text
-from ..sources.atomic import atomic_write_text, require_writable_folder
+from ..sources.atomic import atomic_write_text, require_writable_file
 from ..sources.datasets.features import dataset_probabilities
 from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
@@ -48,10 +48,8 @@ def design(
     from rich.table import Table
 
     for flag, out in (("--csv", csv), ("--witness-out", witness_out)):
-        if out is not None and out.is_dir():
-            raise AuditInputError(f"{flag} {out} is a folder; give a file's path")
         if out is not None:
-            require_writable_folder(out.parent, flag)
+            require_writable_file(out, flag)
     dataset = open_dataset(data, split, limit, role="data", options=data_options(image_size, column, test_every))
     model = load_teacher(teacher, trust_teacher_code, dataset.sample_shape)
     size = math.prod(dataset.sample_shape)

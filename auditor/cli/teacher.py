@@ -12,7 +12,7 @@ import typer
 from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, teacher_energy, teacher_information
 from ..errors import AuditInputError
 from ..reports.escape import terminal_text
-from ..sources.atomic import atomic_write_text, require_writable_folder
+from ..sources.atomic import atomic_write_text, require_writable_file
 from ..sources.datasets.dataset import Dataset
 from ..sources.datasets.features import dataset_features
 from ..sources.datasets.options import DataOptions
@@ -53,11 +53,9 @@ def parse_list(flag: str, text: str, convert: Callable[[str], object]) -> list:
 
 
 def check_out_path(out: Path) -> None:
-    if out.is_dir():
-        raise AuditInputError(f"--out {out} is a folder; give the teacher file's path, e.g. {out / 'teacher.pt'}")
+    require_writable_file(out, "--out", example="teacher.pt")
     if out.suffix.lower() == ".pt2":
         raise AuditInputError(f"--out {out}: .pt2 is the suffix of torch.export programs; use .pt")
-    require_writable_folder(out.parent, "--out")
 
 
 # Options both commands take, declared once.

@@ -11,7 +11,7 @@ from ..errors import AuditInputError
 from ..reports.escape import terminal_text
 from ..reports.progress import epoch_progress
 from ..reports.rows import fmt
-from ..sources.atomic import require_writable_folder
+from ..sources.atomic import require_writable_file
 from ..training.config import TrainConfig
 from ..training.device import training_device
 from ..training.methods.registry import METHODS
@@ -127,7 +127,7 @@ def train(
         device=device,
         precision=precision,
     )
-    require_writable_folder(out.parent, "--out")  # the checkpoint, its monitor CSV and resume file
+    require_writable_file(out, "--out", example="model.safetensors")  # with its monitor CSV and resume file
     reading = data_options(image_size, column, test_every)
     total = epochs + (prefit_epochs if method == "prefit" else 0)
     ranks = ranks_from_env()

@@ -155,3 +155,12 @@ def require_writable_folder(folder: Path, flag: str) -> None:
     problem = folder_problem(folder)
     if problem is not None:
         raise AuditInputError(f"{flag} {folder}: {problem}")
+
+
+def require_writable_file(path: Path, flag: str, example: str | None = None) -> None:
+    """Refuse (AuditInputError) an output file ``flag`` that names a folder (``example``: a file
+    name to suggest inside it), or whose folder no file can be written into: before any work."""
+    if path.is_dir():
+        hint = f", e.g. {path / example}" if example else ""
+        raise AuditInputError(f"{flag} {path} is a folder; give a file's path{hint}")
+    require_writable_folder(path.parent, flag)
