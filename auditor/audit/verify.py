@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from ..certificate.attestation import Subject, is_subject_role
+from ..certificate.attestation import Subject, is_subject_role, recorded_state_dict_digest
 from ..certificate.check import request_field_problem
 from ..certificate.compare import number_differences
 from ..certificate.document import certificate_dict
 from ..errors import AuditInputError, shown_text
 from ..sources.datasets.image_folder import manifest_sha256
 from ..sources.datasets.registry import DATASETS, open_dataset
-from ..sources.hashing import resolve_digest, sha256_file
+from ..sources.hashing import file_sha256, resolve_digest
 from ..sources.models.arch import is_file_spec, split_arch_spec
 from ..sources.models.registry import model_source_for
 from ..sources.regular_files import FileRefused
@@ -58,7 +58,7 @@ def input_status(record: dict, root: Path | None) -> str:
             actual = manifest_sha256(target)  # a data folder is recorded by its manifest's sha256
         else:
             try:
-                actual = resolve_digest(sha256_file(target))
+                actual = file_sha256(target)  # now, on this thread: never a pending or skipped digest
             except FileRefused as refused:
                 return refused.status
     return "ok" if actual == record["sha256"] else "differs"
@@ -125,7 +125,7 @@ def weights_status(cert: dict, root: Path | None, trust_code: bool) -> tuple[str
     identifies them, and recomputing it runs the factory: that needs ``trust_code``. Without it, a
     certificate whose weights came from the factory alone cannot be checked (AuditInputError).
     """
-    request, model = cert.get("request") or {}, cert.get("model") or {}
+    request = cert.get("request") or {}
     if not request.get("arch"):
         return None
     if not trust_code:
@@ -136,8 +136,8 @@ def weights_status(cert: dict, root: Path | None, trust_code: bool) -> tuple[str
             f"{request['arch']} and no file of the certificate holds them; add --trust-code to rebuild it and "
             "compare its state-dict digest, only if you trust that code"
         )
-    recorded = (model.get("weights_digest") or {}).get("sha256")
-    if not isinstance(recorded, str):
+    recorded = recorded_state_dict_digest(cert)
+    if recorded is None:
         raise AuditInputError(
             "the certificate records no weights digest (written by an older version): cannot compare the weights"
         )

@@ -24,18 +24,16 @@ that is the signing tool's job (``cosign verify-blob-attestation``, ``gh attesta
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import NamedTuple, NoReturn
 
 from ..errors import AuditInputError
-from .check import check_certificate, read_json
+from .check import SHA256_HEX, check_certificate, read_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 # Ours; it names the schema and need not resolve. /v1 is schema "vae-audit-certificate/1".
 PREDICATE_TYPE = "https://vae-audit.dev/certificate/v1"
 STATE_DICT_ALGORITHM = "vae-audit-state-dict-sha256"  # the same digest as a subject's digest algorithm
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Subject(NamedTuple):
@@ -119,7 +117,7 @@ def check_statement(value: dict, where: str) -> tuple[dict, list[Subject]]:
         if not isinstance(digest, dict) or not digest or not all(isinstance(v, str) for v in digest.values()):
             fail(f"subject[{i}].digest must be a non-empty object of algorithm names to digests")
         sha256 = digest.get("sha256")
-        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
             fail(f"subject[{i}] has no lowercase hex sha256 digest, the one this tool checks")
         if sha256 not in certified:
             fail(f"subject[{i}] ({name!r}) has sha256 {sha256}, which is not a model file the certificate certified")

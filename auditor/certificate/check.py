@@ -33,7 +33,7 @@ TOLERANCE = 1e-9
 VERDICTS = ("certified", "not_certified")
 MAX_CERTIFICATE_BYTES = 16 << 20
 MAX_CERTIFICATE_DEPTH = 32
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # The JSON types of the fields of "request" (AuditRequest's fields; a test keeps the two in step).
 # None: the field may be null. A float may be written as an integer; a bool is never a number.
 # STRINGS: a list of strings (the factory's arguments); SIZE: [height, width], two integers.
@@ -142,13 +142,13 @@ def check_certificate(cert, where: str = "certificate") -> dict:
     if verdict not in VERDICTS:
         c.fail(f"'verdict' must be one of {', '.join(VERDICTS)}, found {shown(verdict)}")
     _check_margin(c, cert)
-    _check_verdict(c, cert)
+    rule = _check_verdict(c, cert)
     # The Markdown report prints this text: it must say what the verdict means, not the opposite.
     if c.get(cert, "meaning", str) != (CERTIFIED_NOTE if verdict == "certified" else NOT_COLLAPSED_NOTE):
         c.fail(f"'meaning' is not the text that goes with the verdict {verdict!r}")
     _check_witness_and_diagnostics(c, cert)
     _check_per_class(c, cert)
-    _check_view_gap(c, cert)
+    _check_view_gap(c, cert, rule)
     _check_design(c, cert)
     _check_provenance(c, cert)
     return cert
@@ -170,7 +170,8 @@ def _check_margin(c: _Checker, cert: dict) -> None:
         c.fail("num_classes must be at least 2")
 
 
-def _check_verdict(c: _Checker, cert: dict) -> None:
+def _check_verdict(c: _Checker, cert: dict) -> tuple[float, bool]:
+    """Check the verdict against the rule; return the rule's checked inputs (rounding bound, constancy)."""
     confidence = c.get(cert, "confidence", float)
     if not 0.0 <= confidence < 1.0:
         c.fail(f"confidence must be in [0, 1), found {confidence!r}")
@@ -196,6 +197,7 @@ def _check_verdict(c: _Checker, cert: dict) -> None:
             f"margin_rounding_bound {bound!r} and exactly_constant {constant} (certified iff "
             "margin_lcb > min_margin + margin_rounding_bound and the encoder mean is not exactly constant)"
         )
+    return bound, constant
 
 
 def _rule_inputs(c: _Checker, cert: dict) -> tuple[float, bool]:
@@ -292,7 +294,7 @@ def _check_per_class(c: _Checker, cert: dict) -> None:
     )
 
 
-def _check_view_gap(c: _Checker, cert: dict) -> None:
+def _check_view_gap(c: _Checker, cert: dict, rule: tuple[float, bool]) -> None:
     if "view_gap" not in cert:
         c.fail("key 'view_gap' is missing")
     view = cert["view_gap"]
@@ -314,7 +316,7 @@ def _check_view_gap(c: _Checker, cert: dict) -> None:
     if abs(encoder_view - cert["margin"]) > bound + TOLERANCE * max(1.0, bound):
         c.fail("|view_gap.margin_encoder_view − margin| exceeds view_gap.bound, which the view-gap bound rules out")
     both = c.get(view, "certified_under_both_views", bool, "view_gap.certified_under_both_views")
-    if both != certifies(minus, cert["min_margin"], *_rule_inputs(c, cert)):
+    if both != certifies(minus, cert["min_margin"], *rule):
         c.fail(
             f"view_gap.certified_under_both_views is {both} but margin − bound = {minus!r} against min_margin {cert['min_margin']!r}"
         )
@@ -348,7 +350,7 @@ def _check_provenance(c: _Checker, cert: dict) -> None:
     for i, record in enumerate(c.get(cert, "inputs", list)):
         c.get(record, "role", str, f"inputs[{i}].role")
         c.get(record, "path", str, f"inputs[{i}].path")
-        if not _SHA256.fullmatch(c.get(record, "sha256", str, f"inputs[{i}].sha256")):
+        if not SHA256_HEX.fullmatch(c.get(record, "sha256", str, f"inputs[{i}].sha256")):
             c.fail(f"inputs[{i}].sha256 is not a lowercase hex sha256 digest")
     if paths.KEY in cert:
         c.get(cert, paths.KEY, str)

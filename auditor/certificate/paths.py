@@ -31,12 +31,21 @@ def paths_relative_to(out_dir: str | os.PathLike, start: str | os.PathLike | Non
 def input_base(cert: dict, document: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
     """The folder the relative paths of ``cert`` (read from the file ``document``) start from:
     ``root`` when given, else the one its ``paths_relative_to`` names, else the current folder."""
+    return input_base_and_origin(cert, document, root)[0]
+
+
+def input_base_and_origin(
+    cert: dict, document: str | os.PathLike, root: str | os.PathLike | None = None
+) -> tuple[Path, str]:
+    """:func:`input_base`, and where it came from, in words (what ``audit verify`` prints)."""
     if root is not None:
-        return Path(root).resolve()
+        return Path(root).resolve(), "--root"
     recorded = cert.get(KEY)
     if isinstance(recorded, str):
-        return (Path(document).resolve().parent / recorded).resolve()
-    return Path.cwd()
+        return (
+            Path(document).resolve().parent / recorded
+        ).resolve(), f"the certificate's {KEY} {recorded!r}, from its folder"
+    return Path.cwd(), f"the current folder: the certificate records no {KEY}"
 
 
 def rebased(cert: dict, document: str | os.PathLike, out_dir: str | os.PathLike) -> dict:

@@ -21,16 +21,8 @@ import typer
 from ..audit.verify import input_status, recompute_differences, subject_statuses, weights_status
 from ..certificate.attestation import load_attested
 from ..certificate.compare import RELATIVE_TOLERANCE
-from ..certificate.paths import KEY, input_base
+from ..certificate.paths import input_base_and_origin
 from ..reports.escape import terminal_text
-
-
-def _base_origin(cert: dict, root: Path | None) -> str:
-    if root is not None:
-        return "--root"
-    if KEY in cert:
-        return f"the certificate's {KEY} {cert[KEY]!r}, from its folder"
-    return f"the current folder: the certificate records no {KEY}"
 
 
 def _counted(statuses: list[str], inputs: int, subjects: int) -> str:
@@ -65,8 +57,8 @@ def verify(
 ) -> int:
     """Check that the files a certificate names are unchanged (exit 0), or not (exit 1)."""
     cert, subjects = load_attested(certificate)
-    base = input_base(cert, certificate, root)
-    print(f"relative paths start from {terminal_text(str(base))} ({_base_origin(cert, root)})")
+    base, origin = input_base_and_origin(cert, certificate, root)
+    print(f"relative paths start from {terminal_text(str(base))} ({origin})")
     statuses = [input_status(record, base) for record in cert["inputs"]]
     rows = [(status, record["role"], record["path"]) for record, status in zip(cert["inputs"], statuses)]
     if subjects is not None:
