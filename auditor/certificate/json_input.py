@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import NoReturn, TypeGuard
 
 from ..errors import AuditInputError, shown
@@ -106,3 +107,9 @@ def is_json_int(value) -> TypeGuard[int]:
 def is_json_number(value) -> TypeGuard[int | float]:
     """A JSON number as parsed: an int or a float, and not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_positive_finite(value) -> bool:
+    """A Python number (not a bool) in (0, the largest float]. A comparison, not math.isfinite,
+    which raises OverflowError for an integer beyond a float's range."""
+    return is_json_number(value) and 0 < value <= sys.float_info.max

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..certificate.json_input import is_positive_finite
 from ..errors import AuditInputError, shown
 from .base import ACTIVATIONS, LIKELIHOODS, arch_choice, arch_field, arch_input_shape
 from .mlp import MLPVAE
@@ -139,8 +140,7 @@ class LIDVAE(MLPVAE):
 
 def _positive_number(arch: dict, key: str, where: str) -> float:
     value = arch.get(key, DEFAULTS[key])
-    # A comparison, not math.isfinite: that raises OverflowError for an integer beyond a float's range.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= sys.float_info.max:
+    if not is_positive_finite(value):
         raise AuditInputError(f"{where}: architecture {key!r} must be a positive number, got {shown(value)}")
     return float(value)
 

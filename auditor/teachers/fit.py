@@ -7,13 +7,13 @@ by ``audit certify`` see identical numbers.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ..certificate.json_input import is_positive_finite
 from ..errors import AuditInputError
 from .pca_gmm import PcaGmmTeacher
 
@@ -40,12 +40,7 @@ def check_teacher_shape(rank: int, num_classes: int, num_samples: int, input_dim
 
 
 def check_temperature(temperature: float) -> float:
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float, np.floating))
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
+    if not is_positive_finite(temperature.item() if isinstance(temperature, np.floating) else temperature):
         raise AuditInputError(f"teacher temperature must be a finite number > 0, got {temperature!r}")
     return float(temperature)
 

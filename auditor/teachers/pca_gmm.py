@@ -35,12 +35,12 @@ repair's data-dependent choice would make every batch wait for the device.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ..certificate.json_input import is_positive_finite
 from ..errors import AuditInputError, shown
 
 TEACHER_FORMAT = "vae-audit-teacher/1"
@@ -262,7 +262,6 @@ def _temperature(stored, where: str) -> float:
     if isinstance(stored, torch.Tensor):
         tensor = _checked_tensor(stored, "temperature", where)
         value = tensor.item() if tensor.numel() == 1 else None
-    # A comparison, not math.isfinite: that raises OverflowError for an integer beyond a float's range.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= sys.float_info.max:
+    if not is_positive_finite(value):
         raise AuditInputError(f"{where}: teacher temperature must be a finite number > 0, got {shown(stored)}")
     return float(value)
