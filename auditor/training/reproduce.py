@@ -37,13 +37,12 @@ from ..sources.atomic import atomic_write_text
 from ..sources.checkpoint import load_checkpoint
 from ..sources.datasets.dataset import to_unit_float
 from ..sources.datasets.options import DataOptions
-from ..sources.datasets.registry import open_dataset
 from ..sources.hashing import sha256_file
 from ..sources.models.encode import encode_means
 from ..sources.teachers.files import load_teacher
 from .config import TrainConfig
 from .probe import PROBE_COLUMNS, latent_means, probe_scores
-from .run import TrainingData, load_training_data, train_and_save
+from .run import TrainingData, load_training_data, read_split, train_and_save
 
 DEFAULT_EPOCHS = 40
 CONFIDENCE, MIN_MARGIN = 0.95, 0.0
@@ -307,8 +306,7 @@ def run_rows(
     all) go to ``models_dir`` as ``<row>-s<seed>.safetensors``; the others to a temporary folder.
     ``reading`` says how to read ``data`` (its image size, column and split rule)."""
     inputs = load_training_data(data, "train", teacher, reading)
-    test = open_dataset(data, "test", options=reading)
-    x_test = torch.from_numpy(test.read(0, test.num_samples))
+    _, x_test = read_split(data, "test", reading)
     teachers = {0: TeacherRun(Path(teacher), inputs)}
     options = RunOptions(epochs=epochs, device=device, precision=precision, reading=reading)
     keep = set(seeds if save_seeds is None else save_seeds)

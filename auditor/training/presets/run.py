@@ -30,7 +30,6 @@ from ...sources.atomic import atomic_write_text
 from ...sources.datasets.dataset import Dataset
 from ...sources.datasets.features import unit_features
 from ...sources.datasets.options import DataOptions
-from ...sources.datasets.registry import open_dataset
 from ...sources.hashing import sha256_file
 from ...sources.teachers.files import save_teacher
 from ...teachers.fit import check_teacher_shape, check_temperature
@@ -176,8 +175,7 @@ def reproduce_preset(
             f"{data!r} holds {dataset.sample_shape}"
         )
     _check_search(preset, dataset.num_samples, math.prod(dataset.sample_shape))
-    test = open_dataset(data, "test", options=reading)
-    x_test = torch.from_numpy(test.read(0, test.num_samples))
+    test, x_test = read_split(data, "test", reading)
     out = Path(out)
     description = {
         **asdict(preset),
