@@ -155,20 +155,22 @@ class ColumnCursor:
         """Arrow arrays holding rows [start, stop), in order, of the column."""
         pa = pyarrow()
         pieces: list = []
+        touched: list[int] = []
         with self._lock:
             try:
                 row = start
                 while row < stop:
                     part = int(np.searchsorted(self.starts, row, side="right") - 1)
+                    touched.append(part)
                     offset = int(self.starts[part])
                     end = min(stop, int(self.starts[part + 1]))
                     pieces.extend(self._read_part(part, row - offset, end - offset))
                     row = end
             except (pa.ArrowException, OSError, ValueError) as error:
                 raise arrow_failure(self.parts[part].path, "Arrow data file", error) from None
-            finally:
-                for part_reader in self.parts:
-                    part_reader.release()
+            finally:  # only the parts this read used: a save_to_disk folder may hold hundreds
+                for used in touched:
+                    self.parts[used].release()
         return pieces
 
     def _read_part(self, part: int, start: int, stop: int) -> list:
