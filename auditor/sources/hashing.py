@@ -154,7 +154,8 @@ class InputRecord:
 
 def file_record(role: str, path: str | os.PathLike) -> InputRecord:
     """The record of one file read in ``role``, its sha256 computed (or started) now, of the file
-    the audit opened (its identity recorded at the first open; opening it here records it if no
-    reader has, or compares it)."""
-    open_input(path).close()
+    the audit opened (its identity recorded at the first open; opened here to record it if no
+    reader has; the hash compares the file with that identity either way)."""
+    if watched_identity(path) is None:  # not opened yet: record it now (a reader's open recorded it already)
+        open_input(path).close()
     return InputRecord(role=role, path=str(path), sha256=sha256_file(path, watched_identity(path)))
