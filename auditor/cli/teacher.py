@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,13 +11,12 @@ import typer
 from ..certificate.design import DEFAULT_BETA, DEFAULT_ENERGY_BUDGET, teacher_energy, teacher_information
 from ..errors import AuditInputError
 from ..reports.escape import terminal_text
-from ..sources.atomic import atomic_write_text, require_writable_file
+from ..sources.atomic import require_writable_file
 from ..sources.datasets.dataset import Dataset
 from ..sources.datasets.features import dataset_features
 from ..sources.datasets.options import DataOptions
 from ..sources.datasets.registry import open_dataset
-from ..sources.hashing import sha256_file
-from ..sources.teachers.files import save_teacher
+from ..sources.teachers.files import save_searched_teacher, save_teacher
 from ..sources.witness_file import WitnessSettings, save_witness
 from ..teachers.fit import fit_pca_gmm, teacher_probabilities
 from ..teachers.search import (
@@ -27,9 +25,7 @@ from ..teachers.search import (
     DEFAULT_RANKS,
     DEFAULT_TEMPERATURES,
     holdout_split,
-    require_choice,
     score_candidates,
-    search_record,
     search_sidecar_path,
     sidecar_path,
 )
@@ -154,11 +150,9 @@ def search(
     result = score_candidates(x_fit, x_holdout, *grid, beta, energy_budget, seed, n_init)
     console = Console()
     console.print(search_table(result.table, beta, energy_budget, len(x_fit), len(x_holdout)))
-    teacher = require_choice(result, beta, energy_budget)
-
-    save_teacher(teacher, out)
-    record = search_record(
-        result.table,
+    record = save_searched_teacher(
+        result,
+        out,
         beta=beta,
         energy_budget=energy_budget,
         seed=seed,
@@ -169,10 +163,8 @@ def search(
             "num_fit": len(x_fit),
             "num_holdout": len(x_holdout),
         },
-        teacher_sha256=sha256_file(out),
     )
     sidecar = search_sidecar_path(out)
-    atomic_write_text(sidecar, json.dumps(record, indent=2) + "\n")
     chosen = record["chosen"]
     # The witness these numbers were computed for (offset 0; d is the model's choice, made later).
     witness = sidecar_path(out, "witness")

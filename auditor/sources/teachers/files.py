@@ -13,6 +13,7 @@ whose storages torch allocates at the size the pickle claims, is refused.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
@@ -23,8 +24,9 @@ import torch
 
 from ...errors import AuditInputError, shown
 from ...teachers.pca_gmm import PcaGmmTeacher, teacher_from_dict
-from ..atomic import atomic_write_bytes
-from ..hashing import file_record
+from ...teachers.search import SearchResult, require_choice, search_record, search_sidecar_path
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..hashing import file_record, sha256_file
 from ..regular_files import open_input
 from ..zip_member import zip_records
 from .interface import Teacher, TeacherRequest, TeacherSource
@@ -98,6 +100,33 @@ def save_teacher(teacher: PcaGmmTeacher, path) -> None:
     buffer = io.BytesIO()
     torch.save(teacher.to_dict(), buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_searched_teacher(
+    result: SearchResult,
+    path: Path,
+    *,
+    beta: float,
+    energy_budget: float,
+    seed: int,
+    n_init: int,
+    data: dict,
+    extra: dict | None = None,
+) -> dict:
+    """The end of a teacher search: the chosen teacher written to ``path`` and the search's record
+    (plus ``extra``) to ``<stem>.search.json`` beside it, both atomically. Returns the record."""
+    save_teacher(require_choice(result, beta, energy_budget), path)
+    record = search_record(
+        result.table,
+        beta=beta,
+        energy_budget=energy_budget,
+        seed=seed,
+        n_init=n_init,
+        data=data,
+        teacher_sha256=sha256_file(path),
+    )
+    atomic_write_text(search_sidecar_path(path), json.dumps({**record, **(extra or {})}, indent=2) + "\n")
+    return record
 
 
 class TeacherFile(TeacherSource):

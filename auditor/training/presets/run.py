@@ -31,9 +31,9 @@ from ...sources.datasets.dataset import Dataset
 from ...sources.datasets.features import unit_features
 from ...sources.datasets.options import DataOptions
 from ...sources.hashing import sha256_file
-from ...sources.teachers.files import save_teacher
+from ...sources.teachers.files import save_searched_teacher
 from ...teachers.fit import check_teacher_shape, check_temperature
-from ...teachers.search import holdout_split, require_choice, score_candidates, search_record, search_sidecar_path
+from ...teachers.search import holdout_split, score_candidates, search_sidecar_path
 from ..config import DEFAULT_BETA, TrainConfig, resolve_config
 from ..device import check_precision, training_device
 from ..reproduce import Row, RunOptions, TeacherRun, run_seed, select_rows, teacher_on_test, write_tables
@@ -114,7 +114,6 @@ def search_teacher(
     del features
     grid = (search.ranks, search.classes, search.temperatures)
     result = score_candidates(x_fit, x_holdout, *grid, beta, DEFAULT_ENERGY_BUDGET, seed, search.n_init)
-    save_teacher(require_choice(result, beta, DEFAULT_ENERGY_BUDGET), path)
     data = {
         "spec": dataset.spec,
         "split": "train",
@@ -124,16 +123,16 @@ def search_teacher(
         "num_holdout": len(x_holdout),
         **inputs_record(dataset.inputs),
     }
-    record = search_record(
-        result.table,
+    save_searched_teacher(
+        result,
+        path,
         beta=beta,
         energy_budget=DEFAULT_ENERGY_BUDGET,
         seed=seed,
         n_init=search.n_init,
         data=data,
-        teacher_sha256=sha256_file(path),
+        extra={"request": request},
     )
-    atomic_write_text(sidecar, json.dumps({**record, "request": request}, indent=2) + "\n")
     return path
 
 
