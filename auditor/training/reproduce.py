@@ -42,7 +42,7 @@ from ..sources.models.encode import encode_means
 from ..sources.teachers.files import load_teacher
 from .config import TrainConfig
 from .probe import PROBE_COLUMNS, latent_means, probe_scores
-from .run import TrainingData, load_training_data, read_split, train_and_save
+from .run import TrainingData, load_training_data, read_split, teacher_probabilities_on, train_and_save
 
 DEFAULT_EPOCHS = 40
 CONFIDENCE, MIN_MARGIN = 0.95, 0.0
@@ -284,9 +284,7 @@ def run_seed(
 
 def teacher_on_test(teacher: Path, x_test: torch.Tensor, sample_shape: tuple[int, ...]) -> torch.Tensor:
     """The teacher's probabilities (float64) on the test samples."""
-    module = load_teacher(teacher, False, sample_shape).eval()
-    with torch.no_grad():
-        return torch.cat([module(to_unit_float(x_test[b:e])).double() for b, e in row_ranges(0, len(x_test), 4096)])
+    return teacher_probabilities_on(load_teacher(teacher, False, sample_shape).eval(), x_test, 4096)
 
 
 def run_rows(

@@ -69,6 +69,14 @@ def inputs_record(records: Sequence[InputRecord]) -> dict:
     return {"num_inputs": len(listed), "inputs_sha256sum_sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
+def teacher_probabilities_on(teacher: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """T(·|x) in float64 on samples held in memory, batch by batch, each fed as the audit feeds it."""
+    with torch.no_grad():
+        return torch.cat(
+            [teacher(to_unit_float(x[b:e])).to(torch.float64) for b, e in row_ranges(0, len(x), batch_size)]
+        )
+
+
 def read_split(data: str, split: str | None, reading: DataOptions | None = None) -> tuple[Dataset, torch.Tensor]:
     """The split opened (with the reading options) and read whole, in its stored dtype (the trainer
     holds it in memory)."""
@@ -98,10 +106,7 @@ def load_training_data(
             f"the teacher has K={teacher.num_classes} classes but {data!r} ({dataset.split}) "
             f"has only {dataset.num_samples} samples"
         )
-    with torch.no_grad():
-        p = torch.cat(
-            [teacher(to_unit_float(x[b:e])).to(torch.float64) for b, e in row_ranges(0, len(x), MONITOR_BATCH)]
-        )
+    p = teacher_probabilities_on(teacher, x, MONITOR_BATCH)
     record = {
         "data": {
             "spec": data,
