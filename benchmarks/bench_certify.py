@@ -259,7 +259,7 @@ def run_naive(paths, args, model, teacher, device) -> tuple[float, float]:
         mus.append(model.encode(x)[0])
         probs.append(teacher(x))
     mu, p = torch.cat(mus).double(), torch.cat(probs).double()
-    spec_S = torch.as_tensor(_witness(args.k, mu.shape[1]), device=device)
+    spec_S = torch.as_tensor(helmert_witness(args.k, mu.shape[1]), device=device)
     logq = torch.log_softmax(BETA * mu @ spec_S, dim=1)
     ce = -(p * logq).sum(1)
     h = -torch.special.xlogy(p, p).sum(1)
@@ -273,7 +273,7 @@ def run_naive(paths, args, model, teacher, device) -> tuple[float, float]:
     return time.perf_counter() - start, float(margin)
 
 
-def _witness(k: int, d: int) -> np.ndarray:
+def helmert_witness(k: int, d: int) -> np.ndarray:
     """S (d×K): sqrt(K/(K−1)) times the Helmert sub-matrix in the first K−1 rows (docs/mathematics.md)."""
     S = np.zeros((d, k))
     for j in range(1, k):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -44,6 +43,9 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_certify import helmert_witness  # noqa: E402  # the witness written from its formula, not the package's
 
 from auditor.nets.registry import build_model  # noqa: E402
 from auditor.training.config import TrainConfig  # noqa: E402
@@ -106,17 +108,6 @@ def sync(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------- the plain loop
-def helmert_witness(k: int, d: int) -> np.ndarray:
-    """S (d×K): a regular simplex's unit vertices in latent rows 0…K−2, from the Helmert matrix."""
-    H = np.zeros((k - 1, k))
-    for j in range(1, k):
-        H[j - 1, :j] = 1 / math.sqrt(j * (j + 1))
-        H[j - 1, j] = -j / math.sqrt(j * (j + 1))
-    S = np.zeros((d, k))
-    S[: k - 1] = math.sqrt(k / (k - 1)) * H
-    return S
-
-
 @torch.no_grad()
 def plain_margin(model, x, p, S64, device, batch: int = 1024) -> float:
     """Ĝ = H(p̄) − (1/N) Σ CE(p_i, softmax(β Sᵀμ_i)) in float64 (S64: the witness in float64), eval-mode means."""
