@@ -267,7 +267,8 @@ def run_seed(
     on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Every row for one seed, each against its teacher (``teachers[row.teacher]``); checkpoints go
-    to ``where`` as ``<row>-s<seed>.safetensors`` (protocol rows continue their source row's)."""
+    to ``where`` as ``<row>-s<seed>.safetensors`` (protocol rows continue their source row's), and
+    each record names its checkpoint and that file's sha256."""
     paths: dict[str, Path] = {}
     records = []
     for row in rows:
@@ -275,7 +276,8 @@ def run_seed(
             on_run(f"{row.name} seed {seed}")
         out = where / f"{row.name}-s{seed}.safetensors"
         init = paths[row.init_from] if row.init_from else None
-        records.append(run_row(row, seed, teachers[row.teacher], data, x_test, out, init, options))
+        record = run_row(row, seed, teachers[row.teacher], data, x_test, out, init, options)
+        records.append({**record, "checkpoint": str(out), "sha256": sha256_file(out)})
         paths[row.name] = out
         if on_record:
             on_record(records[-1])
@@ -313,8 +315,7 @@ def run_rows(
         for seed in seeds:
             where = Path(models_dir) if seed in keep else Path(scratch)
             for record in run_seed(data, seed, teachers, rows, x_test, where, options, on_run):
-                out = where / f"{record['row']}-s{seed}.safetensors"
-                records.append({**record, "checkpoint": str(out) if seed in keep else "", "sha256": sha256_file(out)})
+                records.append(record if seed in keep else {**record, "checkpoint": ""})  # not kept: no path
     return pd.DataFrame.from_records(records)
 
 

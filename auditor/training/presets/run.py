@@ -205,8 +205,7 @@ def reproduce_preset(
     records: list[dict] = []
 
     def on_record(record: dict) -> None:
-        checkpoint = out / "models" / f"{record['row']}-s{record['seed']}.safetensors"
-        records.append({**record, "checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint)})
+        records.append(record)
         atomic_write_text(out / "runs.csv", pd.DataFrame.from_records(records).to_csv(index=False))
 
     for seed in seeds:
