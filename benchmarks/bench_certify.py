@@ -55,6 +55,7 @@ from auditor.sources.datasets.dataset import to_unit_float  # noqa: E402
 
 BETA = 2.0
 DATA_CENTRES = 10  # clusters in the synthetic data, whatever the teacher's K
+TEACHER_TEMPERATURE = 4.0
 
 
 # ---------------------------------------------------------------------------- synthetic inputs
@@ -109,26 +110,37 @@ def write_model(path: Path, args) -> None:
     )
 
 
-def write_teacher(path: Path, data: Path, k: int, rank: int) -> None:
-    """A PCA(rank) → K-component diagonal GMM on the first rows (random centres, data-scaled)."""
-    rng = np.random.default_rng(1)
-    x = np.load(data, mmap_mode="r")[:2000].reshape(-1, math.prod(np.load(data, mmap_mode="r").shape[1:]))
-    x = x.astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0)
-    mean = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    comps = vt[:rank]
-    y = (x - mean) @ comps.T
+def write_teacher(path: Path, data: Path, k: int, rank: int, rows: int = 20000) -> None:
+    """A PCA(rank) → K-component diagonal GMM fitted with scikit-learn to the first ``rows`` rows,
+    as ``audit teacher fit`` fits one (written here with scikit-learn and torch alone).
+
+    A fitted teacher, not one made up: its components are tight and far from the PCA origin, where
+    the audit's teacher must recompute the entries that matter by the definition (on this data at
+    K = 200, about 20 a row). Results before 2026-11-30 used random centres with the data's own
+    variance in every component, where that repair never ran.
+    """
+    if path.exists():
+        return
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    x = np.load(data, mmap_mode="r")[:rows]
+    x = x.reshape(len(x), -1).astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0)
+    pca = PCA(n_components=rank, random_state=0).fit(x)
+    gmm = GaussianMixture(n_components=k, covariance_type="diag", random_state=0).fit(pca.transform(x))
     obj = {
         "format": "vae-audit-teacher/1",
         "kind": "pca-gmm",
-        "pca_mean": torch.tensor(mean),
-        "pca_components": torch.tensor(comps.copy()),
-        "log_weights": torch.full((k,), -math.log(k), dtype=torch.float64),
-        "means": torch.tensor(y[rng.choice(len(y), k, replace=False)]),
-        "variances": torch.tensor(np.tile(y.var(axis=0), (k, 1))),
-        "temperature": 4.0,
+        "pca_mean": torch.tensor(pca.mean_),
+        "pca_components": torch.tensor(pca.components_.copy()),
+        "log_weights": torch.tensor(np.log(gmm.weights_)),
+        "means": torch.tensor(gmm.means_),
+        "variances": torch.tensor(gmm.covariances_),
+        "temperature": TEACHER_TEMPERATURE,
     }
-    torch.save(obj, path)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.rename(path)
 
 
 def prepare(args) -> dict[str, Path]:
@@ -138,7 +150,7 @@ def prepare(args) -> dict[str, Path]:
     paths = {
         "data": work / f"data_{args.n}_{shape}_{args.dtype}.npy",
         "model": work / f"model_{args.arch}_{shape}_d{args.latent}_k{args.k}.safetensors",
-        "teacher": work / f"teacher_{shape}_k{args.k}.pt",
+        "teacher": work / f"teacher_{shape}_k{args.k}_fitted.pt",
     }
     write_data(paths["data"], args.n, tuple(args.shape), DATA_CENTRES, args.dtype)
     write_model(paths["model"], args)

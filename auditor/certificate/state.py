@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import AuditInputError
+from . import elementwise
 from .numbers import PATH_PROB_FLOOR, PATH_TS, CertificateNumbers, numbers_from_state
 from .witness import WitnessSpec
 
@@ -330,19 +331,20 @@ class CertificateState:
         z = self._witness_logits(mu)
         z_max = z.amax(dim=1, keepdim=True)
         shifted = torch.sub(z, z_max, out=take("logq", n, K))
-        expz = torch.exp(shifted, out=take("q", n, K))
+        expz = elementwise.exp(shifted, out=take("q", n, K))
         norm = expz.sum(dim=1, keepdim=True)
         q = expz.div_(norm)
         logq = shifted.sub_(norm.log())  # log_softmax, by its definition
         ce = -torch.linalg.vecdot(p, logq, dim=1)
-        logp = torch.log(p, out=take("logp", n, K))
+        logp = elementwise.log(p, out=take("logp", n, K))
         # H = −Σ xlogy(p, p): 0·log 0 is NaN here and 0 by definition, so NaNs are left out of the
         # sum; a NaN from a bad row (p < 0, NaN) is left out too, but compute() refuses every such
         # row (bad_p) before any number is used.
         h = -torch.nansum(torch.mul(p, logp, out=take("plogp", n, K)), dim=1)
-        # torch.max over a dim gives the first index on ties (documented), as argmax in numpy
-        p_max, teacher_class = p.max(dim=1)
-        agree = (q.max(dim=1).indices == teacher_class).to(f64)
+        # the first index on ties, as numpy's argmax
+        teacher_class = elementwise.row_argmax(p)
+        p_max = p.gather(1, teacher_class[:, None])[:, 0]
+        agree = (elementwise.row_argmax(q) == teacher_class).to(f64)
 
         p_ce = take("p_ce", n, K + 1)
         p_ce[:, :K] = p
@@ -365,8 +367,10 @@ class CertificateState:
             logvar = self._scratch.as_float64("logvar", logvar.detach())
             self._add("bad_logvar", nonfinite_rows(logvar).to(f64))
             self._add("n_logvar", _count(n, self.device))
-            kl = torch.mul(mu, mu, out=take("prior_kl", n, mu.shape[1]))
-            kl.add_(torch.exp(logvar, out=take("var", n, mu.shape[1]))).sub_(logvar).sub_(1)
+            # KL(N(μ, σ²) ‖ N(0, 1)) per dimension: ½(μ² + (σ² − 1 − log σ²)), with σ² − 1 as
+            # expm1: exact near σ² = 1, where a collapsed dimension's KL is a sum of tiny terms
+            kl = elementwise.expm1(logvar, out=take("prior_kl", n, mu.shape[1]))
+            kl.sub_(logvar).addcmul_(mu, mu)
             self._add("sum_prior_kl", 0.5 * kl.sum(dim=0))
 
         if p_view is not None:
@@ -396,7 +400,8 @@ class CertificateState:
         centred.sub_(centred.mean(dim=1, keepdim=True))
         flat = centred.reshape(-1)
         self._add("sum_sq_centered_log", torch.linalg.vecdot(flat, flat))
-        step = torch.mul(centred, PATH_TS[1], out=self._scratch.take("step", n, K)).exp_()
+        step = torch.mul(centred, PATH_TS[1], out=self._scratch.take("step", n, K))
+        elementwise.exp(step, out=step)
         lse = torch.empty((len(PATH_TS), n), dtype=p.dtype, device=p.device)
         lse[0] = math.log(K)  # t = 0: log K
         torch.sum(step, dim=1, out=lse[1])
