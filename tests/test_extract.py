@@ -23,6 +23,7 @@ from auditor.cli.app import main as cli_main
 from auditor.errors import AuditInputError
 from auditor.reports.progress import BatchProgress, progress_wanted
 from auditor.sources.arrays import InMemoryArray, open_array, read_rows, row_ranges
+from auditor.teachers.pca_gmm import PcaGmmTeacher
 
 from . import pass_fixtures as fx
 from . import reference as ref
@@ -112,6 +113,28 @@ def test_update_worker_gives_the_in_line_state(monkeypatch):
     x = fx.inputs(157)
     pipelined, _ = run(fx.plan(x), 16, pipeline=True)
     in_line, _ = run(fx.plan(x), 16, pipeline=False)
+    fx.assert_states_equal(pipelined, in_line)
+
+
+@pytest.mark.parametrize("with_view", [False, True])
+def test_the_teachers_repair_and_softmax_run_on_the_update_thread(monkeypatch, with_view):
+    """With an update worker, the forward passes' thread runs the teacher's products only; its
+    repair and softmax run on the worker, and the state is the in-line pass's, bit for bit."""
+    monkeypatch.setattr(update_worker, "UPDATE_CHUNK_ROWS", 1)
+    threads = []
+    original = PcaGmmTeacher._repaired
+
+    def spy(self, *args):
+        threads.append(threading.current_thread().name)
+        return original(self, *args)
+
+    monkeypatch.setattr(PcaGmmTeacher, "_repaired", spy)
+    x = fx.inputs(157)
+    pipelined, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=True)
+    assert threads and set(threads) == {"audit-update"}
+    threads.clear()
+    in_line, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=False)
+    assert threads and set(threads) == {threading.current_thread().name}
     fx.assert_states_equal(pipelined, in_line)
 
 

@@ -104,7 +104,9 @@ def stream_pass(
                 size = min(compute_size, rows - offset)
                 snapshot = None if worker else _state_references(state)
                 try:
-                    outputs = forward_batch(plan, _slice(batch, offset, offset + size), precision)
+                    outputs = forward_batch(
+                        plan, _slice(batch, offset, offset + size), precision, defer_teacher=worker is not None
+                    )
                     if worker is None:
                         outputs.update(state)
                 except Exception as exc:

@@ -41,7 +41,7 @@ repair's data-dependent choice would make every batch wait for the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -134,15 +134,25 @@ class PcaGmmTeacher(nn.Module):
         the teacher's own) by more than POSTERIOR_TOLERANCE are the definition's bits; the others
         are within κ·(A + c′) of it (module docstring).
         """
+        return self.log_joint_later(x, temperatures)()
+
+    def log_joint_later(
+        self, x: torch.Tensor, temperatures: Sequence[float] | None = None
+    ) -> Callable[[], torch.Tensor]:
+        """:meth:`log_joint` in two steps: the projection and the two products now, and a function
+        that gives the log-joint, repairing the entries that need it, when called (on a CPU; on
+        another device the definition is computed now). The audit calls it on its update thread."""
         y = self.project(x)
         if y.device.type != "cpu":
-            return self._definition(y)
+            result = self._definition(y)
+            return lambda: result
         with torch.autocast(device_type="cpu", enabled=False):  # the expansion needs float64 products
             y = y.to(torch.float64)
             y_squared = y * y
             expanded = torch.addmm(y_squared @ self.inv_var_t, y, self.minus_2_mean_over_var_t)
             expanded.mul_(-0.5).add_(self.constant)
-            return self._repaired(y, expanded, y_squared, temperatures or (self.temperature,))
+        taus = tuple(temperatures or (self.temperature,))
+        return lambda: self._repaired(y, expanded, y_squared, taus)
 
     def _definition(self, y: torch.Tensor) -> torch.Tensor:
         """The log-joint as docs/formats.md writes it: a B×K×r broadcast."""
@@ -187,7 +197,14 @@ class PcaGmmTeacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Teacher probabilities, B×K float64."""
-        return torch.softmax(self.log_joint(x) / self.temperature, dim=1)
+        return self.posterior_later(x)()
+
+    def posterior_later(self, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """:meth:`forward` in two steps, as :meth:`log_joint_later`: the products now, the repair
+        and the softmax when the returned function is called. Float64 throughout, so it gives the
+        same bits on any thread, under autocast or not."""
+        log_joint = self.log_joint_later(x)
+        return lambda: torch.softmax(log_joint() / self.temperature, dim=1)
 
     def to_dict(self) -> dict:
         return {
