@@ -105,7 +105,10 @@ def stream_pass(
                 snapshot = None if worker else _state_references(state)
                 try:
                     outputs = forward_batch(
-                        plan, _slice(batch, offset, offset + size), precision, defer_teacher=worker is not None
+                        plan,
+                        _slice(batch, offset, offset + size),
+                        precision,
+                        defer_teacher=worker is not None and worker.has_room(),
                     )
                     if worker is None:
                         outputs.update(state)

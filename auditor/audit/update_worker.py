@@ -28,6 +28,13 @@ UPDATE_CHUNK_ENTRIES = 1 << 16
 # median with 8 (1.38 with 32); at K = 10 and 100 the difference was within the noise. It bounds
 # the outputs waiting in memory to 8 chunks (20 MB at K = d = 200), whatever N.
 UPDATE_QUEUE_CHUNKS = 8
+# The worker takes the teacher's deferred work (forward_batch's ``defer_teacher``: the repair and
+# the softmax) while fewer than this many chunks wait for it; behind that, the forward passes'
+# thread does it itself, so that neither core idles while the other has work. Either thread gives
+# the same bits. At K = 200 with a fitted teacher (2-core CPU, 5 repeats per setting; noisy, the A/A
+# control read 0.99–1.04) ours / floor was 1.33 at 1, 1.21 and 1.29 at 2, 1.20 at 3, 1.20 and 1.40
+# at 4, and 1.27 deferring always (the second core then sets the pace).
+DEFER_WHILE_QUEUED = 3
 
 
 class UpdateWorker:
@@ -64,6 +71,10 @@ class UpdateWorker:
                     BatchOutputs.concatenated(chunk).update(self.state)
                 except BaseException as exc:  # raised in the caller at the next submit or at finish
                     self.error = exc
+
+    def has_room(self) -> bool:
+        """Whether the worker is keeping up: fewer than DEFER_WHILE_QUEUED chunks wait for it."""
+        return self.jobs.qsize() < DEFER_WHILE_QUEUED
 
     def submit(self, outputs: BatchOutputs) -> None:
         self._raise()
