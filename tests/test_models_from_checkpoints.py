@@ -100,6 +100,31 @@ def test_the_pytorch_examples_vae_pth(examples, capsys, tmp_path):
     assert_refused(["certify", *wrong], capsys, "tensor 'fc1.weight' has shape (32, 784)")
 
 
+@pytest.mark.parametrize("kind", ["legacy", "deflated", "not a zip"])
+def test_checkpoints_torch_could_allocate_from_are_refused_before_it_reads_them(examples, capsys, tmp_path, kind):
+    """A legacy (pre-1.6) file makes torch allocate each storage at the size its pickle claims, a
+    deflated record is inflated whole: neither reaches torch.load (the teacher's rule, for models)."""
+    model, root, args, _ = examples
+    path = tmp_path / "vae.pth"
+    if kind == "legacy":
+        torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
+        fragment = "not a checkpoint in torch's zip format"
+    elif kind == "deflated":
+        import zipfile
+
+        torch.save(model.state_dict(), tmp_path / "stored.pth")
+        with zipfile.ZipFile(tmp_path / "stored.pth") as source, zipfile.ZipFile(path, "w") as out:
+            for info in source.infolist():
+                out.writestr(info.filename, source.read(info), zipfile.ZIP_DEFLATED)
+        fragment = "is compressed, which torch.save never does"
+    else:
+        path.write_bytes(b"\x80\x04K\x01." + bytes(64))  # a bare pickle
+        fragment = "not a checkpoint in torch's zip format"
+    base = ["--arch", f"{root / 'examples_vae.py'}:make", *ARCH_ARGS, "--model", path, *args]
+    assert_refused(["certify", *base, "--out", tmp_path / "r"], capsys, fragment)
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_decoder_diagnostics_refuse_probabilities_declared_as_bernoulli_logits(examples, capsys, tmp_path):
     model, root, args, _ = examples
     torch.save(model.state_dict(), tmp_path / "vae.pth")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pickle
 import warnings
 from collections.abc import Mapping
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import torch
 import torch.serialization
 
 from ...errors import AuditInputError, describe
+from ..regular_files import open_input
+from ..torch_zip import check_torch_zip
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 STATE_KEYS = ("state_dict", "model_state_dict", "model")  # Lightning; pythae and training scripts; others
@@ -42,26 +45,36 @@ def _stand_in(name: str) -> tuple[type, str]:
     return type(f"InertStandIn[{name}]", (_InertStandIn,), {"original": name}), name
 
 
-def _load(path: Path) -> Any:
+def _load(handle: BufferedReader) -> Any:
+    handle.seek(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(handle, map_location="cpu", weights_only=True)
 
 
 def load_weights_only(path: Path) -> tuple[Any, list[str]]:
-    """The file's object read weights-only, and the names of the globals replaced by inert stand-ins."""
-    try:
-        return _load(path), []
-    except pickle.UnpicklingError:
-        pass  # globals outside the allow-list: retried below with stand-ins
-    except Exception as exc:  # corrupt bytes raise IndexError, KeyError, RuntimeError …
-        raise AuditInputError(f"{path}: not a readable PyTorch file ({describe(exc)})") from None
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        with torch.serialization.safe_globals([_stand_in(name) for name in names]):
-            return _load(path), names
-    except Exception as exc:
-        raise AuditInputError(f"{path}: cannot be read with torch.load(weights_only=True) ({describe(exc)})") from None
+    """The file's object read weights-only, and the names of the globals replaced by inert stand-ins.
+
+    The file is opened once, as a regular file, and must be a zip of stored records
+    (:mod:`auditor.sources.torch_zip`) before torch reads anything from it.
+    """
+    with open_input(path) as handle:
+        check_torch_zip(handle, path, "checkpoint")
+        try:
+            return _load(handle), []
+        except pickle.UnpicklingError:
+            pass  # globals outside the allow-list: retried below with stand-ins
+        except Exception as exc:  # corrupt bytes raise IndexError, KeyError, RuntimeError …
+            raise AuditInputError(f"{path}: not a readable PyTorch file ({describe(exc)})") from None
+        try:
+            handle.seek(0)
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(handle)
+            with torch.serialization.safe_globals([_stand_in(name) for name in names]):
+                return _load(handle), names
+        except Exception as exc:
+            raise AuditInputError(
+                f"{path}: cannot be read with torch.load(weights_only=True) ({describe(exc)})"
+            ) from None
 
 
 def _is_state_dict(value: Any) -> bool:

@@ -2,19 +2,15 @@
 so a file of arbitrary pickled objects is refused before anything in it runs — or, when trusted,
 a ``.pt2`` torch.export program; and ``teacher.pt`` written back atomically.
 
-Before ``torch.load`` sees a ``teacher.pt``, its zip records are checked
-(:mod:`auditor.sources.zip_member`): at most :data:`MAX_TEACHER_BYTES` in all, every record
-stored (``torch.save`` never compresses one, and torch inflates a deflated record whole: 3 MB
-can claim 3 GB), each inside the file. torch itself then refuses a storage whose size differs
-from its record's, so every storage is at most the file's size; the legacy (non-zip) format,
-whose storages torch allocates at the size the pickle claims, is refused.
+Before ``torch.load`` sees a ``teacher.pt``, it must be at most :data:`MAX_TEACHER_BYTES` and a
+zip of stored records (:mod:`auditor.sources.torch_zip`), so that no storage can be larger than
+the file.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import re
 import warnings
@@ -22,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ...errors import AuditInputError, shown
+from ...errors import AuditInputError
 from ...teachers.pca_gmm import PcaGmmTeacher, teacher_from_dict
 from ...teachers.search import SearchResult, require_choice, search_record, search_sidecar_path
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..hashing import file_record, sha256_file
 from ..regular_files import open_input
-from ..zip_member import zip_records
+from ..torch_zip import check_torch_zip
 from .interface import Teacher, TeacherRequest, TeacherSource
 from .program import ProgramTeacher, load_program
 
@@ -55,28 +51,12 @@ def _refusal_reason(exc: Exception) -> str:
 
 def _load_weights_only(path: Path) -> dict:
     with open_input(path) as handle:
-        _check_torch_zip(handle, path)
+        check_torch_zip(handle, path, "teacher file", MAX_TEACHER_BYTES)
         handle.seek(0)
         obj = _torch_load(handle, path)
     if not isinstance(obj, dict):
         raise AuditInputError(f"{path}: a teacher file must hold a dict, found {type(obj).__name__}")
     return obj
-
-
-def _check_torch_zip(handle, path: Path) -> None:
-    size = os.fstat(handle.fileno()).st_size
-    if size > MAX_TEACHER_BYTES:
-        raise AuditInputError(f"{path}: {size} bytes, more than the {MAX_TEACHER_BYTES}-byte limit for a teacher file")
-    if handle.read(4) != b"PK\x03\x04":
-        raise AuditInputError(
-            f"{path}: refused to load: not a readable torch file in zip format (torch.save's format since "
-            "PyTorch 1.6); other files are never unpickled, as their sizes cannot be checked before torch allocates them"
-        )
-    compressed = [record.name for record in zip_records(handle, str(path)).values() if record.deflated]
-    if compressed:
-        raise AuditInputError(
-            f"{path}: not a readable torch file (record {shown(compressed[0])} is compressed, which torch.save never does)"
-        )
 
 
 def _torch_load(handle, path: Path) -> object:
