@@ -167,8 +167,10 @@ class PcaGmmTeacher(nn.Module):
         B values cost a few microseconds each instead of 10–20.)"""
         batch, K = expanded.shape
         eps = POSTERIOR_TOLERANCE / 1.5
-        bound = (torch.mv(y_squared, self.max_inv_var).numpy() + self.max_error_scale.item()) * self.kappa  # D per row
-        top = expanded.amax(dim=1).numpy()  # L̂_m per row (NaN if the row holds one)
+        # numpy reads detached views: the choice of entries needs no gradient (the values keep theirs)
+        bound = torch.mv(y_squared.detach(), self.max_inv_var).numpy()
+        bound = (bound + self.max_error_scale.item()) * self.kappa  # D per row
+        top = expanded.detach().amax(dim=1).numpy()  # L̂_m per row (NaN if the row holds one)
         if not (np.isfinite(bound).all() and np.isfinite(top).all()):
             return self._definition(y)  # an overflow or a NaN: no bound holds, the definition decides
         cut = np.full(batch, np.inf)  # rows with every D/τ ≤ ε/2 are left whole
@@ -180,7 +182,7 @@ class PcaGmmTeacher(nn.Module):
             np.minimum(cut, np.where(scaled > 0.5 * eps, threshold, np.inf), out=cut)
         if np.isinf(cut).all():  # the usual case for a teacher of broad components
             return expanded
-        flat = np.flatnonzero(expanded.numpy() > cut[:, None])
+        flat = np.flatnonzero(expanded.detach().numpy() > cut[:, None])
         if flat.size == 0:
             return expanded
         if flat.size > batch * K // 8:
