@@ -15,31 +15,30 @@ import numpy as np
 import torch
 
 
-def exp(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` = exp(``x``) (``out`` may be ``x``)."""
+def _on_cpu_through_numpy(torch_kernel, numpy_kernel, x: torch.Tensor, out: torch.Tensor, **ignored) -> torch.Tensor:
+    """``out`` = kernel(``x``): numpy's on a CPU, with the floating-point conditions ``ignored``
+    names left silent (they give inf or NaN, as torch's do); torch's elsewhere."""
     if out.device.type != "cpu":
-        return torch.exp(x, out=out)
-    with np.errstate(over="ignore"):  # an overflow gives inf, as torch's does
-        np.exp(x.numpy(), out=out.numpy())
+        return torch_kernel(x, out=out)
+    with np.errstate(**ignored):
+        numpy_kernel(x.numpy(), out=out.numpy())
     return out
+
+
+def exp(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out`` = exp(``x``) (``out`` may be ``x``); inf on overflow."""
+    return _on_cpu_through_numpy(torch.exp, np.exp, x, out, over="ignore")
 
 
 def log(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` = log(``x``) (``out`` may be ``x``); NaN for negative values, −inf for 0."""
-    if out.device.type != "cpu":
-        return torch.log(x, out=out)
-    with np.errstate(divide="ignore", invalid="ignore"):  # bad rows are counted and refused later
-        np.log(x.numpy(), out=out.numpy())
-    return out
+    """``out`` = log(``x``) (``out`` may be ``x``); NaN for negative values, −inf for 0 (bad rows are
+    counted and refused by the state later)."""
+    return _on_cpu_through_numpy(torch.log, np.log, x, out, divide="ignore", invalid="ignore")
 
 
 def expm1(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` = exp(``x``) − 1, accurate near 0 (``out`` may be ``x``)."""
-    if out.device.type != "cpu":
-        return torch.expm1(x, out=out)
-    with np.errstate(over="ignore"):  # an overflow gives inf, as torch's does
-        np.expm1(x.numpy(), out=out.numpy())
-    return out
+    """``out`` = exp(``x``) − 1, accurate near 0 (``out`` may be ``x``); inf on overflow."""
+    return _on_cpu_through_numpy(torch.expm1, np.expm1, x, out, over="ignore")
 
 
 def row_argmax(x: torch.Tensor) -> torch.Tensor:
