@@ -89,8 +89,9 @@ def forward_batch(
 
     ``defer_teacher`` leaves what a teacher offers to finish later (its ``posterior_later``: the
     PCA → GMM teacher's repair and softmax) to whoever applies the outputs: the update worker,
-    on the core that the forward passes leave free. On the benchmark's 2-core CPU at K = 100 that
-    took 0.15 s per 100,000 rows off the forward passes' thread, the thread that sets the pace.
+    on the core that the forward passes leave free. On the benchmark's 2-core CPU at K = 100, with
+    a fitted teacher, that took about 0.2 CPU s per 100,000 rows off the forward passes' thread
+    (1.24 → 1.03–1.08), the thread that had set the pace.
     """
     x = to_unit_float(batch["x"]) if "x" in batch else None
     x_teacher = to_unit_float(batch["x_teacher"]) if "x_teacher" in batch else x
