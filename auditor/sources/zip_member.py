@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import AuditInputError, shown
 
 HEAD_BYTES = 64 << 10
+LOCAL_HEADER_MAGIC = b"PK\x03\x04"  # the first bytes of every local header, hence of a zip file
 _LOCAL_HEADER = struct.Struct(
     "<4s5H3I2H"
 )  # signature, version, flags, method, time, date, crc, sizes, name/extra lengths
@@ -89,7 +90,7 @@ def _local_header(handle: BufferedReader, offset: int, file_size: int) -> bytes 
         return None
     handle.seek(offset)
     local = handle.read(_LOCAL_HEADER.size)
-    return local if local[:4] == b"PK\x03\x04" else None
+    return local if local[:4] == LOCAL_HEADER_MAGIC else None
 
 
 def member_head(handle: BufferedReader, record: ZipRecord, where: str) -> bytes:

@@ -12,9 +12,7 @@ recorded in the certificate.
 from __future__ import annotations
 
 import pickle
-import warnings
 from collections.abc import Mapping
-from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import torch.serialization
 
 from ...errors import AuditInputError, describe
 from ..regular_files import open_input
-from ..torch_zip import check_torch_zip
+from ..torch_zip import check_torch_zip, torch_load_weights_only
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 STATE_KEYS = ("state_dict", "model_state_dict", "model")  # Lightning; pythae and training scripts; others
@@ -45,13 +43,6 @@ def _stand_in(name: str) -> tuple[type, str]:
     return type(f"InertStandIn[{name}]", (_InertStandIn,), {"original": name}), name
 
 
-def _load(handle: BufferedReader) -> Any:
-    handle.seek(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-        return torch.load(handle, map_location="cpu", weights_only=True)
-
-
 def load_weights_only(path: Path) -> tuple[Any, list[str]]:
     """The file's object read weights-only, and the names of the globals replaced by inert stand-ins.
 
@@ -61,7 +52,7 @@ def load_weights_only(path: Path) -> tuple[Any, list[str]]:
     with open_input(path) as handle:
         check_torch_zip(handle, path, "checkpoint")
         try:
-            return _load(handle), []
+            return torch_load_weights_only(handle), []
         except pickle.UnpicklingError:
             pass  # globals outside the allow-list: retried below with stand-ins
         except Exception as exc:  # corrupt bytes raise IndexError, KeyError, RuntimeError …
@@ -70,7 +61,7 @@ def load_weights_only(path: Path) -> tuple[Any, list[str]]:
             handle.seek(0)
             names = torch.serialization.get_unsafe_globals_in_checkpoint(handle)
             with torch.serialization.safe_globals([_stand_in(name) for name in names]):
-                return _load(handle), names
+                return torch_load_weights_only(handle), names
         except Exception as exc:
             raise AuditInputError(
                 f"{path}: cannot be read with torch.load(weights_only=True) ({describe(exc)})"

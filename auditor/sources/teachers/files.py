@@ -13,7 +13,6 @@ import io
 import json
 import pickle
 import re
-import warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from ...teachers.search import SearchResult, require_choice, search_record, sear
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..hashing import file_record, sha256_file
 from ..regular_files import open_input
-from ..torch_zip import check_torch_zip
+from ..torch_zip import check_torch_zip, torch_load_weights_only
 from .interface import Teacher, TeacherRequest, TeacherSource
 from .program import ProgramTeacher, load_program
 
@@ -52,7 +51,6 @@ def _refusal_reason(exc: Exception) -> str:
 def _load_weights_only(path: Path) -> dict:
     with open_input(path) as handle:
         check_torch_zip(handle, path, "teacher file", MAX_TEACHER_BYTES)
-        handle.seek(0)
         obj = _torch_load(handle, path)
     if not isinstance(obj, dict):
         raise AuditInputError(f"{path}: a teacher file must hold a dict, found {type(obj).__name__}")
@@ -61,9 +59,7 @@ def _load_weights_only(path: Path) -> dict:
 
 def _torch_load(handle, path: Path) -> object:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-            return torch.load(handle, map_location="cpu", weights_only=True)
+        return torch_load_weights_only(handle)
     except pickle.UnpicklingError as exc:
         raise AuditInputError(
             f"{path}: refused to load: the file holds {_refusal_reason(exc)}, not only tensors and plain values "
