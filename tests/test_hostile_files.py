@@ -239,6 +239,18 @@ def test_byte_swapped_arrays_still_work(tmp_path):
         assert np.array_equal(open_array(path, "mu").read(0, 4), mu)
 
 
+def test_a_zip_needing_a_newer_extractor_is_refused(tmp_path):
+    # "version needed to extract" 10.9 in the central directory: zipfile raises NotImplementedError
+    path = tmp_path / "mu.npz"
+    np.savez(path, mu=np.zeros((4, 3)))
+    raw = bytearray(path.read_bytes())
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 6 : central + 8] = (109).to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+    assert "not a readable zip file" in refused(open_array, path, "mu")
+    assert run_cli(["certify", "--latents", str(path), "--beta", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+
+
 # ---------------------------------------------------------------- teacher.pt tensors
 
 

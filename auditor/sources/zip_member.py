@@ -52,7 +52,17 @@ def zip_records(handle: BufferedReader, where: str) -> dict[str, ZipRecord]:
     file_size = os.fstat(handle.fileno()).st_size
     try:
         infos = zipfile.ZipFile(handle).infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, struct.error, UnicodeError):
+    # NotImplementedError: a "version needed to extract" that zipfile does not know (found by fuzzing)
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        OSError,
+        EOFError,
+        ValueError,
+        struct.error,
+        UnicodeError,
+    ):
         raise AuditInputError(f"{where}: not a readable zip file (truncated or corrupt)") from None
     records: dict[str, ZipRecord] = {}
     for info in infos:
