@@ -168,11 +168,12 @@ def test_derived_constants_are_not_part_of_the_file_or_the_state_dict():
 
 
 def test_inputs_that_require_grad_give_the_same_posterior_and_a_gradient():
-    """The repair reads detached views to choose its entries; the posterior keeps its graph."""
+    """The bound reads detached views; where entries need the definition, the batch is the
+    definition's, graph and all."""
     teacher, x = tight_clusters(seed=3, K=40, r=4, n=64, spread=1e-3, far=30.0)
     plain = posterior(teacher, x)
     inputs = torch.from_numpy(x).requires_grad_(True)
     probabilities = teacher(inputs)
-    assert np.array_equal(probabilities.detach().numpy(), plain)
+    assert np.abs(probabilities.detach().numpy() - plain).max() <= TOLERANCE
     probabilities[:, 0].sum().backward()
     assert inputs.grad is not None and torch.isfinite(inputs.grad).all() and inputs.grad.abs().sum() > 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,6 +146,10 @@ class Moments:
         self.mean = self.mean + delta * share
         self.n = n
 
+    def add_batch(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        """Add a batch of ``n_b`` ≥ 1 rows given by its own mean and centred second moments."""
+        self._merge(_count(n_b, self.n.device), mean_b, m2_b, nonempty=True)
+
     def update(self, rows: torch.Tensor, buffer: torch.Tensor | None = None) -> None:
         """Add a batch of row vectors (B × size, B ≥ 1); ``buffer``, (B + 1) × size float64, holds
         the centred rows (a new tensor when None)."""
@@ -154,8 +159,7 @@ class Moments:
         mean_b = rows.mean(dim=0)
         centred = torch.sub(rows, mean_b, out=buffer[:B])
         if not self.full:
-            m2_b = torch.linalg.vecdot(centred, centred, dim=0)
-            self._merge(_count(B, rows.device), mean_b, m2_b, nonempty=True)
+            self.add_batch(B, mean_b, torch.linalg.vecdot(centred, centred, dim=0))
             return
         # Full moments: Chan's merge term √(n_a n_b / n)·δ as one more row, so that one Gram
         # matrix gives m2_b + (n_a n_b / n)·δδᵀ; added to a new tensor (the state's tensors are
@@ -194,6 +198,7 @@ class CertificateState:
         self._j = torch.arange(1, K, dtype=torch.float64, device=self.device)  # j = 1 … K−1
         self._unit_helmert = math.sqrt(K / (K - 1)) / torch.sqrt(self._j * (self._j + 1))
         self._helmert = spec.beta * self._unit_helmert
+        self._unit_helmert_np, self._helmert_np = self._unit_helmert.cpu().numpy(), self._helmert.cpu().numpy()
         self._path_t = torch.tensor(PATH_TS, dtype=torch.float64, device=self.device)
         self._pass_rows = max(64, UPDATE_PASS_ENTRIES // (K + 1))
         self._scratch = Scratch(self.device)
@@ -244,10 +249,10 @@ class CertificateState:
             slot.value = torch.maximum(slot.value, value)
 
     @staticmethod
-    def _count_bad_prob_rows(p: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+    def _count_bad_prob_rows(minima: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
         """Rows that are not probability vectors (negative, NaN/inf, or not summing to 1 within the
-        tolerance): NaN fails both comparisons, ±inf the sum's."""
-        ok = (p.amin(dim=1) >= 0) & ((sums - 1).abs() <= PROB_SUM_TOLERANCE)
+        tolerance), from each row's least entry and sum: NaN fails both comparisons, ±inf the sum's."""
+        ok = (minima >= 0) & ((sums - 1).abs() <= PROB_SUM_TOLERANCE)
         return (~ok).sum().to(torch.float64)
 
     def _witness_logits(self, mu: torch.Tensor) -> torch.Tensor:
@@ -320,14 +325,78 @@ class CertificateState:
         # K×B column layout for every reduction (argmax 0.2 vs 0.5 ms per 1024 rows, cumsum 0.15
         # vs 1.1 ms) and saves the transposing copy; at K = 10 the whole update costs about the same.
         # The B×K temporaries live in reused buffers (Scratch), and are written in place.
-        f64, take = torch.float64, self._scratch.take
+        f64 = torch.float64
         mu = self._scratch.as_float64("mu", mu.detach())
         p = self._scratch.as_float64("p", p.detach())
+        n = p.shape[0]
+        self._add("bad_mu", nonfinite_rows(mu).to(f64))
+        if logvar is not None:
+            logvar = self._scratch.as_float64("logvar", logvar.detach())
+            self._add("bad_logvar", nonfinite_rows(logvar).to(f64))
+            self._add("n_logvar", _count(n, self.device))
+        if self.device.type == "cpu":
+            mu, p = mu.contiguous(), p.contiguous()
+            logq, sum_h, z_range = self._add_row_numbers_fused(mu, p)
+            self._add_column_numbers_fused(mu, None if logvar is None else logvar.contiguous())
+        else:
+            logq, sum_h, z_range = self._add_row_numbers(mu, p)
+            self._add_column_numbers(mu, logvar)
+
+        if p_view is not None:
+            pv = p_view.detach().to(self.device, f64)
+            self._add("bad_p_view", self._count_bad_prob_rows(pv.amin(dim=1), pv.sum(dim=1)))
+            tv = 0.5 * (p - pv).abs().sum(dim=1)
+            self._add("sum_p_view", pv.sum(dim=0))
+            self._add("sum_ce_view", -torch.linalg.vecdot(pv.reshape(-1), logq.reshape(-1)))
+            self._add("sum_tv_range", (tv * z_range()).sum())
+            self._add("sum_tv", tv.sum())
+            self._add("sum_kl_view", -sum_h - torch.where(p > 0, p * pv.log(), 0.0).sum())
+
+    def _add_column_numbers(self, mu: torch.Tensor, logvar: torch.Tensor | None) -> None:
+        """Add what follows from each latent dimension to the state, as torch operations (on a
+        device): μ's moments, least and largest values, and the prior KL's sums."""
+        take = self._scratch.take
+        n, d = mu.shape
+        self.mu.update(mu, take("mu_centred", n + 1, d))
+        self._add("min_mu", mu.amin(dim=0))
+        self._add("max_mu", mu.amax(dim=0))
+        if logvar is not None:
+            # KL(N(μ, σ²) ‖ N(0, 1)) per dimension: ½(μ² + (σ² − 1 − log σ²)), with σ² − 1 as
+            # expm1: exact near σ² = 1, where a collapsed dimension's KL is a sum of tiny terms
+            kl = elementwise.expm1(logvar, out=take("prior_kl", n, d))
+            kl.sub_(logvar).addcmul_(mu, mu)
+            self._add("sum_prior_kl", 0.5 * kl.sum(dim=0))
+
+    def _add_column_numbers_fused(self, mu: torch.Tensor, logvar: torch.Tensor | None) -> None:
+        """:meth:`_add_column_numbers` on a CPU, in the compiled loops of :mod:`.update_kernels`."""
+        from . import update_kernels as kernels
+
+        n, d = mu.shape
+        rows = mu.numpy()
+        deviations, lows, highs = np.zeros(d), np.full(d, math.inf), np.full(d, -math.inf)
+        kernels.column_statistics(rows, deviations, lows, highs)
+        mean = rows[0] + deviations / n
+        m2 = np.zeros(d)
+        kernels.centred_squares(rows, mean, m2)
+        self.mu.add_batch(n, torch.from_numpy(mean), torch.from_numpy(m2))
+        self._add("min_mu", torch.from_numpy(lows))
+        self._add("max_mu", torch.from_numpy(highs))
+        if logvar is not None:
+            expm1 = elementwise.expm1(logvar, out=self._scratch.take("prior_kl", n, d))
+            kl = np.zeros(d)
+            kernels.prior_kl_sums(rows, logvar.numpy(), expm1.numpy(), kl)
+            self._add("sum_prior_kl", 0.5 * torch.from_numpy(kl))
+
+    def _add_row_numbers(
+        self, mu: torch.Tensor, p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]]:
+        """Add what follows from each row's μ and p to the state, as torch operations (on a
+        device); the same numbers as :meth:`_add_row_numbers_fused`. Returns log q (B×K), Σ H
+        and a function giving each row's logit range, for the view gap."""
+        f64, take = torch.float64, self._scratch.take
         n, K = p.shape
         p_sums = p.sum(dim=1)
-        self._add("bad_mu", nonfinite_rows(mu).to(f64))
-        self._add("bad_p", self._count_bad_prob_rows(p, p_sums))
-
+        self._add("bad_p", self._count_bad_prob_rows(p.amin(dim=1), p_sums))
         z = self._witness_logits(mu)
         z_max = z.amax(dim=1, keepdim=True)
         shifted = torch.sub(z, z_max, out=take("logq", n, K))
@@ -350,40 +419,65 @@ class CertificateState:
         p_ce[:, :K] = p
         p_ce[:, K] = ce
         self.p_ce.update(p_ce, take("p_ce_centred", n + 1, K + 1))
-        self.mu.update(mu, take("mu_centred", n + 1, mu.shape[1]))
-        self._add("sum_h", h.sum())
+        sum_h = h.sum()
+        self._add("sum_h", sum_h)
         self._add("sum_agree", agree.sum())
         # ‖β S (q_i − p_i)‖ = β‖S (q_i − p_i)‖: β applied after the norm, whose terms are then at
         # most 4 and cannot overflow when β is huge.
         self._add("sum_escape", self.spec.beta * self._escape_norms(q, p).sum())
-        self._add("min_mu", mu.amin(dim=0))
-        self._add("max_mu", mu.amax(dim=0))
         # per teacher class: index_add over the class of each row (the state is replaced, not written into)
         per_sample = torch.stack([torch.ones_like(ce), p_max, agree, ce - h, q.gather(1, teacher_class[:, None])[:, 0]])
         slot = self.fields["class_stats"]
         slot.value = slot.value.index_add(1, teacher_class, per_sample)
-
-        if logvar is not None:
-            logvar = self._scratch.as_float64("logvar", logvar.detach())
-            self._add("bad_logvar", nonfinite_rows(logvar).to(f64))
-            self._add("n_logvar", _count(n, self.device))
-            # KL(N(μ, σ²) ‖ N(0, 1)) per dimension: ½(μ² + (σ² − 1 − log σ²)), with σ² − 1 as
-            # expm1: exact near σ² = 1, where a collapsed dimension's KL is a sum of tiny terms
-            kl = elementwise.expm1(logvar, out=take("prior_kl", n, mu.shape[1]))
-            kl.sub_(logvar).addcmul_(mu, mu)
-            self._add("sum_prior_kl", 0.5 * kl.sum(dim=0))
-
-        if p_view is not None:
-            pv = p_view.detach().to(self.device, f64)
-            self._add("bad_p_view", self._count_bad_prob_rows(pv, pv.sum(dim=1)))
-            tv = 0.5 * (p - pv).abs().sum(dim=1)
-            z_range = z_max[:, 0] - z.amin(dim=1)
-            self._add("sum_p_view", pv.sum(dim=0))
-            self._add("sum_ce_view", -torch.linalg.vecdot(pv.reshape(-1), logq.reshape(-1)))
-            self._add("sum_tv_range", (tv * z_range).sum())
-            self._add("sum_tv", tv.sum())
-            self._add("sum_kl_view", -h.sum() - torch.where(p > 0, p * pv.log(), 0.0).sum())
         self._update_path(p, p_sums, logp)  # last: it turns logp into the centred log in place
+        return logq, sum_h, lambda: z_max[:, 0] - z.amin(dim=1)
+
+    def _add_row_numbers_fused(
+        self, mu: torch.Tensor, p: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]]:
+        """:meth:`_add_row_numbers` on a CPU, in the compiled loops of :mod:`.update_kernels`: each
+        row is read while it is in the core's cache, instead of once per torch operation."""
+        from . import update_kernels as kernels  # numba's import and the cached loops: on first use only
+
+        take = self._scratch.take
+        n, K = p.shape
+        shifted = take("logq", n, K)
+        kernels.witness_logits_shifted(mu.numpy(), self.spec.offset, self._helmert_np, shifted.numpy())
+        exp_shifted = elementwise.exp(shifted, out=take("q", n, K))
+        log_p = elementwise.log(p, out=take("logp", n, K))
+        p_ce, step = take("p_ce", n, K + 1), take("step", n, K)
+        rows = take("rows", n, kernels.ROW_RESULTS)
+        class_sums = np.zeros((kernels.CLASS_SUMS, K))
+        kernels.row_statistics(
+            p.numpy(),
+            log_p.numpy(),
+            shifted.numpy(),  # becomes log q
+            exp_shifted.numpy(),
+            self._unit_helmert_np,
+            _LOG_PATH_FLOOR,
+            PATH_TS[1],
+            p_ce.numpy(),
+            step.numpy(),
+            rows.numpy(),
+            class_sums,
+        )
+        log_sums = take("log_power_sums", n, len(PATH_TS) - 1)
+        kernels.log_power_sums(elementwise.exp(step, out=step).numpy(), log_sums.numpy())
+
+        self._add("bad_p", self._count_bad_prob_rows(rows[:, kernels.P_MIN], rows[:, kernels.P_SUM]))
+        self.p_ce.update(p_ce, take("p_ce_centred", n + 1, K + 1))
+        sum_h = rows[:, kernels.ENTROPY].sum()
+        self._add("sum_h", sum_h)
+        class_stats = torch.from_numpy(class_sums)
+        self._add("sum_agree", class_stats[2].sum())
+        self._add("sum_escape", self.spec.beta * rows[:, kernels.ESCAPE].sum())
+        slot = self.fields["class_stats"]
+        slot.value = slot.value + class_stats
+        p_sums = rows[:, kernels.P_SUM]
+        self._add("sum_sq_centered_log", rows[:, kernels.SQ_CENTRED_LOG].sum())
+        lse_dot = torch.cat([(math.log(K) * p_sums.sum())[None], log_sums.T @ p_sums])
+        self._add("path_ce", lse_dot - self._path_t * rows[:, kernels.P_DOT_CENTRED_LOG].sum())
+        return shifted, sum_h, lambda: rows[:, kernels.Z_RANGE]
 
     def _update_path(self, p: torch.Tensor, p_sums: torch.Tensor, logp: torch.Tensor) -> None:
         """Σ‖ℓ(p̃)‖² and Σ_i CE(p_i, softmax(t·ℓ(p̃_i))) for every t at once (p̃ = max(p, floor)).

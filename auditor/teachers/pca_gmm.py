@@ -32,7 +32,8 @@ definition, bit for bit as the broadcast gives them:
   what the test per entry would (on a K = 200 teacher fitted to the benchmark's data, 15.6
   entries a row at τ = 1 where it repaired 14.4) at two passes over the B×K log-joint instead of
   a dozen;
-- if more than an eighth of a batch's entries need it, the batch is computed by the definition.
+- the entries above the threshold are recomputed by the definition in one compiled loop
+  (:mod:`.repair_kernel`); with a gradient asked for, the whole batch is the definition's.
 
 Off a CPU the definition is used as it is: a device has the flops for the broadcast, and the
 repair's data-dependent choice would make every batch wait for the device.
@@ -55,7 +56,6 @@ PCA_GMM_KEYS = ("pca_mean", "pca_components", "log_weights", "means", "variances
 # The largest difference from the definition's posterior that the expanded form may leave, per entry.
 POSTERIOR_TOLERANCE = 7.5e-13
 _UNIT_ROUNDOFF = 2.0**-53
-REPAIR_CHUNK = 4096  # pairs a step: their gathered rows, 4 × 640 KiB at r = 20, stay in cache; faster than 2048 or 8192
 
 
 class PcaGmmTeacher(nn.Module):
@@ -161,13 +161,12 @@ class PcaGmmTeacher(nn.Module):
         self, y: torch.Tensor, expanded: torch.Tensor, y_squared: torch.Tensor, temperatures: Sequence[float]
     ) -> torch.Tensor:
         """``expanded`` with every entry that could matter at one of ``temperatures`` replaced by the
-        definition's. (On a CPU only. The per-row arithmetic and the search for the entries are
-        numpy's, on the tensors' own memory: on a 1024×200 batch numpy's comparison and flatnonzero
-        took 0.27 ms where torch's took 0.65, and the per-row bound's dozen operations on vectors of
-        B values cost a few microseconds each instead of 10–20.)"""
+        definition's. (On a CPU only. The per-row bound is numpy's, on the tensors' own memory: its
+        dozen operations on vectors of B values cost a few microseconds each where torch's cost
+        10–20; the entries are found and recomputed in one compiled loop, :mod:`.repair_kernel`.)"""
         batch, K = expanded.shape
         eps = POSTERIOR_TOLERANCE / 1.5
-        # numpy reads detached views: the choice of entries needs no gradient (the values keep theirs)
+        # numpy reads detached views: the choice of entries needs no gradient
         bound = torch.mv(y_squared.detach(), self.max_inv_var).numpy()
         bound = (bound + self.max_error_scale.item()) * self.kappa  # D per row
         top = expanded.detach().amax(dim=1).numpy()  # L̂_m per row (NaN if the row holds one)
@@ -182,21 +181,19 @@ class PcaGmmTeacher(nn.Module):
             np.minimum(cut, np.where(scaled > 0.5 * eps, threshold, np.inf), out=cut)
         if np.isinf(cut).all():  # the usual case for a teacher of broad components
             return expanded
-        flat = np.flatnonzero(expanded.detach().numpy() > cut[:, None])
-        if flat.size == 0:
-            return expanded
-        if flat.size > batch * K // 8:
+        if expanded.requires_grad:  # a gradient is asked for: the definition, differentiable as it is
             return self._definition(y)
-        # the definition, pair by pair: the same r-term sums along a contiguous last dim, so the same
-        # bits. Each pair gathers its component's m, v and log 2πv and its row of y, REPAIR_CHUNK
-        # pairs at a time so that the gathered rows stay in the core's cache.
-        entries = expanded.view(-1)
-        for begin in range(0, flat.size, REPAIR_CHUNK):
-            at = flat[begin : begin + REPAIR_CHUNK]
-            rows, cols = torch.from_numpy(at // K), torch.from_numpy(at % K)
-            terms = y.index_select(0, rows).sub_(self.means.index_select(0, cols)).pow_(2)
-            terms.div_(self.variances.index_select(0, cols)).add_(self.log_2pi_var.index_select(0, cols))
-            entries[torch.from_numpy(at)] = self.log_weights.index_select(0, cols) + -0.5 * terms.sum(dim=1)
+        from .repair_kernel import repair_above  # numba's import and the cached loop: on first use only
+
+        repair_above(
+            expanded.numpy(),
+            cut,
+            y.numpy(),
+            self.means.numpy(),
+            self.variances.numpy(),
+            self.log_2pi_var.numpy(),
+            self.log_weights.numpy(),
+        )
         return expanded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
