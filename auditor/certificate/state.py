@@ -462,7 +462,8 @@ class CertificateState:
             class_sums,
         )
         log_sums = take("log_power_sums", n, len(PATH_TS) - 1)
-        kernels.log_power_sums(elementwise.exp(step, out=step).numpy(), log_sums.numpy())
+        kernels.power_sums(elementwise.exp(step, out=step).numpy(), log_sums.numpy())
+        elementwise.log(log_sums, out=log_sums)
 
         self._add("bad_p", self._count_bad_prob_rows(rows[:, kernels.P_MIN], rows[:, kernels.P_SUM]))
         self.p_ce.update(p_ce, take("p_ce_centred", n + 1, K + 1))
