@@ -116,11 +116,12 @@ def test_update_worker_gives_the_in_line_state(monkeypatch):
     fx.assert_states_equal(pipelined, in_line)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("with_view", [False, True])
-def test_the_teachers_repair_and_softmax_run_where_there_is_room_with_the_same_bits(monkeypatch, with_view):
-    """With an update worker that keeps up, the forward passes' thread runs the teacher's products
-    only and the worker its repair and softmax; with one that is behind, the forward passes'
-    thread does it all. Either way the state is the in-line pass's, bit for bit."""
+def test_the_teacher_runs_where_there_is_room_with_the_same_bits(monkeypatch, with_view, precision):
+    """With an update worker that keeps up, the worker runs the teacher; with one that is behind,
+    the forward passes' thread does. Either way the state is the in-line pass's, bit for bit, at
+    fp32 and with the encoder under bf16 autocast."""
     monkeypatch.setattr(update_worker, "UPDATE_CHUNK_ROWS", 1)
     threads = []
     original = PcaGmmTeacher._repaired
@@ -131,12 +132,12 @@ def test_the_teachers_repair_and_softmax_run_where_there_is_room_with_the_same_b
 
     monkeypatch.setattr(PcaGmmTeacher, "_repaired", spy)
     x = fx.inputs(157)
-    in_line, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=False)
+    in_line, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=False, precision=precision)
     assert threads and set(threads) == {threading.current_thread().name}
     for queued, thread in ((10**9, "audit-update"), (0, threading.current_thread().name)):
         monkeypatch.setattr(update_worker, "DEFER_WHILE_QUEUED", queued)
         threads.clear()
-        pipelined, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=True)
+        pipelined, _ = run(fx.plan(x, with_view=with_view), 16, pipeline=True, precision=precision)
         assert threads and set(threads) == {thread}
         fx.assert_states_equal(pipelined, in_line)
 

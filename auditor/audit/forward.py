@@ -4,6 +4,7 @@ does not give precomputed), at the requested precision, as the certificate state
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ def forward_context(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# The teacher's probabilities, or a function that computes them (a teacher's ``posterior_later``).
+# The teacher's probabilities, or a function that computes them (forward_batch's ``defer_teacher``).
 Probabilities = torch.Tensor | Callable[[], torch.Tensor]
 
 
@@ -87,11 +88,13 @@ def forward_batch(
 ) -> BatchOutputs:
     """Run the encoder/teacher (what the plan does not give precomputed) on one device batch.
 
-    ``defer_teacher`` leaves what a teacher offers to finish later (its ``posterior_later``: the
-    PCA → GMM teacher's repair and softmax) to whoever applies the outputs: the update worker,
-    on the core that the forward passes leave free. On the benchmark's 2-core CPU at K = 100, with
-    a fitted teacher, that took about 0.2 CPU s per 100,000 rows off the forward passes' thread
-    (1.24 → 1.03–1.08), the thread that had set the pace.
+    ``defer_teacher`` leaves the teacher's posterior to whoever applies the outputs (the update
+    worker, on the core that the forward passes leave free), for a teacher that says it is
+    ``safe_on_any_thread`` (the PCA → GMM teacher: its forward writes nothing, so it may run on
+    the worker while this thread runs the next batch's). It runs there under this pass's
+    autocast, so it gives the same bits on either thread. On the benchmark's 2-core CPU (fitted
+    teacher, 5 interleaved repeats) ours / floor went from 1.04–1.08, 1.06–1.07 and 1.08–1.12 at
+    K = 10, 100 and 200, deferring the repair and the softmax only, to 0.84, 0.88 and 0.97.
     """
     x = to_unit_float(batch["x"]) if "x" in batch else None
     x_teacher = to_unit_float(batch["x_teacher"]) if "x_teacher" in batch else x
@@ -108,17 +111,27 @@ def forward_batch(
                 raise AuditInputError(
                     f"the encoder's output changed between batches: {record.as_dict()} after {plan.encode_record.as_dict()}"
                 )
-        p = batch["probs"] if "probs" in batch else _run_teacher(plan, x_teacher, defer_teacher)
+        teach = functools.partial(_run_teacher, plan, defer=defer_teacher, device=device, precision=precision)
+        p = batch["probs"] if "probs" in batch else teach(x_teacher)
         p_view = None
         if plan.with_view:
-            p_view = batch["view_probs"] if "view_probs" in batch else _run_teacher(plan, x, defer_teacher)
+            p_view = batch["view_probs"] if "view_probs" in batch else teach(x)
     return BatchOutputs(mu, p, logvar, p_view)
 
 
-def _run_teacher(plan: PassPlan, x: torch.Tensor | None, defer: bool) -> Probabilities:
-    assert plan.teacher is not None  # probabilities not given precomputed: the plan has a teacher to run
-    later = getattr(plan.teacher, "posterior_later", None) if defer else None
-    return plan.teacher(x) if later is None else later(x)
+def _run_teacher(
+    plan: PassPlan, x: torch.Tensor | None, defer: bool, device: torch.device, precision: str
+) -> Probabilities:
+    teacher = plan.teacher
+    assert teacher is not None  # probabilities not given precomputed: the plan has a teacher to run
+    if not (defer and getattr(teacher, "safe_on_any_thread", False)):
+        return teacher(x)
+
+    def posterior() -> torch.Tensor:
+        with forward_context(device, precision):
+            return teacher(x)
+
+    return posterior
 
 
 def update_from_batch(

@@ -28,12 +28,13 @@ UPDATE_CHUNK_ENTRIES = 1 << 16
 # median with 8 (1.38 with 32); at K = 10 and 100 the difference was within the noise. It bounds
 # the outputs waiting in memory to 8 chunks (20 MB at K = d = 200), whatever N.
 UPDATE_QUEUE_CHUNKS = 8
-# The worker takes the teacher's deferred work (forward_batch's ``defer_teacher``: the repair and
-# the softmax) while fewer than this many chunks wait for it; behind that, the forward passes'
-# thread does it itself, so that neither core idles while the other has work. Either thread gives
-# the same bits. At K = 200 with a fitted teacher (2-core CPU, 5 repeats per setting; noisy, the A/A
-# control read 0.99–1.04) ours / floor was 1.33 at 1, 1.21 and 1.29 at 2, 1.20 at 3, 1.20 and 1.40
-# at 4, and 1.27 deferring always (the second core then sets the pace).
+# The worker runs the teacher's posterior (forward_batch's ``defer_teacher``) while fewer than
+# this many chunks wait for it; behind that, the forward passes' thread runs it itself, so that
+# neither core idles while the other has work. Either thread gives the same bits. On the
+# benchmark's 2-core CPU (fitted teacher, 100,000 × 784 rows, 5 interleaved repeats; the A/A
+# control read 0.98–1.03) ours / floor at K = 10, 100, 200 was 0.84, 0.88, 0.97 at 3, 0.84, 0.99,
+# 1.09 deferring always (the second core then sets the pace), and 0.84, 0.90, 0.99 at 3 with the
+# whole teacher deferred only below 2 (the repair and the softmax alone from 2 to 3).
 DEFER_WHILE_QUEUED = 3
 
 

@@ -14,7 +14,7 @@ is two B×r×K matrix products. It loses digits where y and m_k are large agains
 y − m_k is not (a tight component far from the PCA origin): y²/v ~ 1e7 cancelling to O(1)
 moved a posterior by 3e-10 on such a teacher. So the expanded form comes with an error bound
 per entry, and the few entries whose error could reach the posterior are recomputed by the
-definition, bit for bit as the broadcast gives them:
+definition (its r terms summed in their own order, which the bound allows for):
 
 - the expanded value and the definition's both differ from the exact log-joint by at most
   D = κ·(A_k + c′_k), with A_k = (y∘y)·a_k, c′_k = c_k + Σ_j |log 2πv_kj| + |log w_k| and
@@ -42,7 +42,7 @@ repair's data-dependent choice would make every batch wait for the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -66,6 +66,9 @@ class PcaGmmTeacher(nn.Module):
     """
 
     kind = "pca-gmm"
+    # Its forward reads its buffers and writes nothing else, so the audit may run it on its update
+    # thread while the forward passes' thread runs the next batch (auditor/audit/forward.py).
+    safe_on_any_thread = True
     # Registered as buffers in __init__; declared here so that the type checker knows they are tensors.
     pca_mean: torch.Tensor
     pca_components: torch.Tensor
@@ -129,28 +132,18 @@ class PcaGmmTeacher(nn.Module):
         """log w_k + Σ_j log N(y_j; m_kj, v_kj), B×K (before the temperature).
 
         On a CPU, the entries that could move the posterior at any of ``temperatures`` (default:
-        the teacher's own) by more than POSTERIOR_TOLERANCE are the definition's bits; the others
-        are within κ·(A + c′) of it (module docstring).
+        the teacher's own) by more than POSTERIOR_TOLERANCE are the definition's; the others are
+        within κ·(A + c′) of it (module docstring). On another device, the definition.
         """
-        return self.log_joint_later(x, temperatures)()
-
-    def log_joint_later(
-        self, x: torch.Tensor, temperatures: Sequence[float] | None = None
-    ) -> Callable[[], torch.Tensor]:
-        """:meth:`log_joint` in two steps: the projection and the two products now, and a function
-        that gives the log-joint, repairing the entries that need it, when called (on a CPU; on
-        another device the definition is computed now). The audit calls it on its update thread."""
         y = self.project(x)
         if y.device.type != "cpu":
-            result = self._definition(y)
-            return lambda: result
+            return self._definition(y)
         with torch.autocast(device_type="cpu", enabled=False):  # the expansion needs float64 products
             y = y.to(torch.float64)
             y_squared = y * y
             expanded = torch.addmm(y_squared @ self.inv_var_t, y, self.minus_2_mean_over_var_t)
             expanded.mul_(-0.5).add_(self.constant)
-        taus = tuple(temperatures or (self.temperature,))
-        return lambda: self._repaired(y, expanded, y_squared, taus)
+        return self._repaired(y, expanded, y_squared, tuple(temperatures or (self.temperature,)))
 
     def _definition(self, y: torch.Tensor) -> torch.Tensor:
         """The log-joint as docs/formats.md writes it: a B×K×r broadcast."""
@@ -198,14 +191,7 @@ class PcaGmmTeacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Teacher probabilities, B×K float64."""
-        return self.posterior_later(x)()
-
-    def posterior_later(self, x: torch.Tensor) -> Callable[[], torch.Tensor]:
-        """:meth:`forward` in two steps, as :meth:`log_joint_later`: the products now, the repair
-        and the softmax when the returned function is called. Float64 throughout, so it gives the
-        same bits on any thread, under autocast or not."""
-        log_joint = self.log_joint_later(x)
-        return lambda: torch.softmax(log_joint() / self.temperature, dim=1)
+        return torch.softmax(self.log_joint(x) / self.temperature, dim=1)
 
     def to_dict(self) -> dict:
         return {
