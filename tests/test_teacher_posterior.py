@@ -93,14 +93,18 @@ def test_posterior_is_the_definitions_to_1e_12(seed, K, r, spread, far, tau):
     assert np.allclose(got.sum(axis=1), 1.0, rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["torch-gathers", "compiled-loop"])
 @pytest.mark.parametrize("K", [10, 100, 200])
-def test_repair_makes_exact_what_the_plain_expansion_misses(K):
+def test_repair_makes_exact_what_the_plain_expansion_misses(K, compiled):
+    """Both forms of the repair, at every K (by default the loop from COMPILED_FROM_CLASSES)."""
     teacher, x = tight_clusters(7, K, 6, 400, 1e-3, 300.0)
     for tau in (1.0, 8.0):
-        t = as_dict(with_temperature(teacher, tau))
+        at_tau = with_temperature(teacher, tau)
+        at_tau.compiled_repair = compiled
+        t = as_dict(at_tau)
         expected = ref.pca_gmm_probs(x, t)
         assert np.abs(plain_expansion(x, t) - expected).max() > 1e-9  # the cancellation is real here
-        assert np.abs(posterior(with_temperature(teacher, tau), x) - expected).max() <= TOLERANCE
+        assert np.abs(posterior(at_tau, x) - expected).max() <= TOLERANCE
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The update's compiled loops on a CPU (auditor/certificate/update_kernels.py) against the
-torch form of the same update, which devices run: the same state to rounding, the same bad rows."""
+torch form of the same update, which devices and CPUs at small K run: the same state to rounding,
+the same bad rows."""
 
 import numpy as np
 import pytest
@@ -10,11 +11,23 @@ from auditor.certificate.witness import WitnessSpec
 from auditor.errors import AuditInputError
 
 
-def _torch_form(state: CertificateState) -> CertificateState:
-    # the device path, run on the CPU: the instance's fused methods replaced by the torch ones
-    state._add_row_numbers_fused = state._add_row_numbers  # type: ignore[method-assign]
-    state._add_column_numbers_fused = state._add_column_numbers  # type: ignore[method-assign]
+def _in_form(state: CertificateState, compiled: bool) -> CertificateState:
+    # either form on the CPU, whatever K (by default the loops from COMPILED_FROM_CLASSES classes)
+    state._compiled_loops = compiled
     return state
+
+
+def _compiled(state: CertificateState) -> CertificateState:
+    return _in_form(state, True)
+
+
+def _torch_form(state: CertificateState) -> CertificateState:
+    return _in_form(state, False)
+
+
+def test_the_loops_are_used_on_a_cpu_from_64_classes():
+    assert not CertificateState(WitnessSpec(63, 63, 1.0))._compiled_loops
+    assert CertificateState(WitnessSpec(64, 64, 1.0))._compiled_loops
 
 
 def _batches(K: int, d: int, seed: int, rows: int = 300):
@@ -46,7 +59,7 @@ def _assert_same_state(ours: CertificateState, theirs: CertificateState) -> None
 @pytest.mark.parametrize("with_view", [False, True])
 def test_fused_update_gives_the_torch_forms_state(K, d, offset, with_view):
     spec = WitnessSpec(K, d, beta=2.5, offset=offset)
-    fused, plain = CertificateState(spec, with_view), _torch_form(CertificateState(spec, with_view))
+    fused, plain = _compiled(CertificateState(spec, with_view)), _torch_form(CertificateState(spec, with_view))
     for mu, p, logvar, p_view in _batches(K, d, seed=K):
         for state in (fused, plain):
             state.update(mu, p, logvar, p_view if with_view else None)
@@ -62,7 +75,7 @@ def test_fused_update_reads_strided_rows():
     out = torch.randn(64, 2 * d, dtype=torch.float64)
     p = torch.softmax(torch.randn(64, K, dtype=torch.float64), dim=1)
     spec = WitnessSpec(K, d, beta=1.0)
-    fused, plain = CertificateState(spec), _torch_form(CertificateState(spec))
+    fused, plain = _compiled(CertificateState(spec)), _torch_form(CertificateState(spec))
     for state in (fused, plain):
         state.update(out[:, :d], p, out[:, d:])
     _assert_same_state(fused, plain)
@@ -83,7 +96,7 @@ def test_fused_update_counts_the_torch_forms_bad_rows(spoil, count):
     p = torch.softmax(torch.randn(32, K, dtype=torch.float64), dim=1)
     spoil(p)
     spec = WitnessSpec(K, d, beta=1.0)
-    for state in (CertificateState(spec), _torch_form(CertificateState(spec))):
+    for state in (_compiled(CertificateState(spec)), _torch_form(CertificateState(spec))):
         state.update(torch.randn(32, d), p)
         assert int(state.fields["bad_p"].value) == count
         with pytest.raises(AuditInputError, match=f"not probability vectors in {count} of 32 rows"):
@@ -96,10 +109,13 @@ def test_fused_update_counts_non_finite_means():
     mu[3, 2] = float("nan")
     mu[9, 0] = float("inf")
     p = torch.softmax(torch.randn(16, K, dtype=torch.float64), dim=1)
-    state = CertificateState(WitnessSpec(K, d, beta=1.0))
-    state.update(mu, p)
-    with pytest.raises(AuditInputError, match="latent means contain NaN or inf in 2 of 16 samples"):
-        state.compute()
+    for state in (
+        _compiled(CertificateState(WitnessSpec(K, d, beta=1.0))),
+        CertificateState(WitnessSpec(K, d, beta=1.0)),
+    ):
+        state.update(mu, p)
+        with pytest.raises(AuditInputError, match="latent means contain NaN or inf in 2 of 16 samples"):
+            state.compute()
 
 
 def test_loops_compile_without_a_writable_cache(monkeypatch):
@@ -120,3 +136,31 @@ def test_loops_compile_without_a_writable_cache(monkeypatch):
     with pytest.raises(RuntimeError, match="no locator available"):
         njit(cache=True)(total)
     assert compiled()(total)(np.arange(4.0)) == 6.0
+
+
+_UPDATE_AND_TEACH = """
+import sys, torch
+from auditor.certificate.state import CertificateState
+from auditor.certificate.witness import WitnessSpec
+from auditor.teachers.pca_gmm import PcaGmmTeacher
+K = int(sys.argv[1])
+g = torch.Generator().manual_seed(0)
+teacher = PcaGmmTeacher(torch.zeros(8), torch.eye(3, 8), torch.full((K,), -float(K)).log_softmax(0),
+                        300 + torch.randn(K, 3, generator=g), torch.full((K, 3), 1e-3), 1.0)
+p = teacher(300 + torch.randn(64, 8, generator=g))
+state = CertificateState(WitnessSpec(K, K, 1.0))
+state.update(torch.randn(64, K, generator=g), p, torch.randn(64, K, generator=g))
+state.compute()
+print("numba" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("K, loaded", [(10, "False"), (64, "True")])
+def test_numba_is_loaded_only_where_the_loops_pay(K, loaded):
+    # in a fresh process: this one may have imported numba already
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _UPDATE_AND_TEACH, str(K)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == loaded

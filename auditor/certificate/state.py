@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..compiled import pays_off
 from ..errors import AuditInputError
 from . import elementwise
 from .numbers import PATH_PROB_FLOOR, PATH_TS, CertificateNumbers, numbers_from_state
@@ -201,6 +202,8 @@ class CertificateState:
         self._unit_helmert_np, self._helmert_np = self._unit_helmert.cpu().numpy(), self._helmert.cpu().numpy()
         self._path_t = torch.tensor(PATH_TS, dtype=torch.float64, device=self.device)
         self._pass_rows = max(64, UPDATE_PASS_ENTRIES // (K + 1))
+        # on a CPU at large K, the update's compiled loops (update_kernels); else torch operations
+        self._compiled_loops = self.device.type == "cpu" and pays_off(K)
         self._scratch = Scratch(self.device)
         zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=self.device)  # noqa: E731
         full = lambda v, *shape: torch.full(shape, v, dtype=torch.float64, device=self.device)  # noqa: E731
@@ -334,7 +337,7 @@ class CertificateState:
             logvar = self._scratch.as_float64("logvar", logvar.detach())
             self._add("bad_logvar", nonfinite_rows(logvar).to(f64))
             self._add("n_logvar", _count(n, self.device))
-        if self.device.type == "cpu":
+        if self._compiled_loops:
             mu, p = mu.contiguous(), p.contiguous()
             logq, sum_h, z_range = self._add_row_numbers_fused(mu, p)
             self._add_column_numbers_fused(mu, None if logvar is None else logvar.contiguous())
@@ -354,7 +357,7 @@ class CertificateState:
 
     def _add_column_numbers(self, mu: torch.Tensor, logvar: torch.Tensor | None) -> None:
         """Add what follows from each latent dimension to the state, as torch operations (on a
-        device): μ's moments, least and largest values, and the prior KL's sums."""
+        device, or a CPU at small K): μ's moments, least and largest values, and the prior KL's sums."""
         take = self._scratch.take
         n, d = mu.shape
         self.mu.update(mu, take("mu_centred", n + 1, d))
@@ -391,7 +394,7 @@ class CertificateState:
         self, mu: torch.Tensor, p: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]]:
         """Add what follows from each row's μ and p to the state, as torch operations (on a
-        device); the same numbers as :meth:`_add_row_numbers_fused`. Returns log q (B×K), Σ H
+        device, or a CPU at small K); the same numbers as :meth:`_add_row_numbers_fused`. Returns log q (B×K), Σ H
         and a function giving each row's logit range, for the view gap."""
         f64, take = torch.float64, self._scratch.take
         n, K = p.shape
