@@ -4,6 +4,7 @@ uninterrupted run; a resume file that is not this run's, or not sound, is refuse
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,10 @@ def test_a_resume_file_of_another_run_or_an_unsound_one_is_refused(interrupted, 
         ("another lr", None, ["--lr", "1e-3"], "different run (it differs in: --lr)"),
         ("another seed", None, ["--seed", "3"], "it differs in: --seed"),
         ("another split", None, ["--split", "all"], "it differs in: data"),
-        ("not a torch file", b"garbage", [], "not a readable resume file"),
+        ("not a torch file", b"garbage", [], "not a resume file in torch's zip format"),
+        ("legacy torch file", "legacy", [], "not a resume file in torch's zip format"),
+        ("deflated record", "deflated", [], "is compressed, which torch.save never does"),
+        ("truncated", "truncated", [], "not a readable zip file"),
         ("code in the pickle", "code", [], "not a readable resume file"),
         ("missing tensor", drop_param, [], "tensors do not match the architecture"),
         ("optimiser shape", widen_avg, [], "optimiser state 0 does not fit parameter 0"),
@@ -137,6 +141,14 @@ def test_a_resume_file_of_another_run_or_an_unsound_one_is_refused(interrupted, 
             buffer = io.BytesIO()
             torch.save({"format": "vae-audit-resume/1", "x": _Payload()}, buffer)
             path.write_bytes(buffer.getvalue())
+        elif change == "legacy":  # sizes torch would allocate from before reading them
+            torch.save(torch.load(io.BytesIO(good), weights_only=True), path, _use_new_zipfile_serialization=False)
+        elif change == "deflated":
+            with zipfile.ZipFile(io.BytesIO(good)) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+                for info in source.infolist():
+                    out.writestr(info.filename, source.read(info), zipfile.ZIP_DEFLATED)
+        elif change == "truncated":
+            path.write_bytes(good[: len(good) // 2])
         elif isinstance(change, bytes):
             path.write_bytes(change)
         elif change is not None:

@@ -26,6 +26,8 @@ from torch import nn
 from ..errors import AuditInputError
 from ..sources.atomic import atomic_write_bytes
 from ..sources.checkpoint import load_state_into
+from ..sources.regular_files import open_input
+from ..sources.torch_zip import check_torch_zip, torch_load_weights_only
 from .history import CSV_COLUMNS, PHASES
 
 RESUME_FORMAT = "vae-audit-resume/1"
@@ -77,11 +79,15 @@ def save_resume(path: Path, point: ResumePoint, fingerprint: dict) -> None:
 
 def load_resume(path: Path, fingerprint: dict, total_epochs: int) -> ResumePoint:
     """The run's state in ``path``, checked against this run's ``fingerprint`` and epoch count."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise AuditInputError(f"{path}: not a readable resume file ({reason})") from None
+    # a zip of stored records first, as teachers and checkpoints: the file sits in the output
+    # folder, where anyone who can write there could leave one that makes torch allocate at will
+    with open_input(path) as handle:
+        check_torch_zip(handle, Path(path), "resume file")
+        try:
+            payload = torch_load_weights_only(handle)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise AuditInputError(f"{path}: not a readable resume file ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
         raise AuditInputError(f"{path}: not a vae-audit resume file (expected format {RESUME_FORMAT!r})")
     _check_fingerprint(path, payload.get("fingerprint"), fingerprint)
