@@ -394,8 +394,8 @@ class CertificateState:
         self, mu: torch.Tensor, p: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]]:
         """Add what follows from each row's μ and p to the state, as torch operations (on a
-        device, or a CPU at small K); the same numbers as :meth:`_add_row_numbers_fused`. Returns log q (B×K), Σ H
-        and a function giving each row's logit range, for the view gap."""
+        device, or a CPU at small K); the same numbers as :meth:`_add_row_numbers_fused`.
+        Returns log q (B×K), Σ H and a function giving each row's logit range, for the view gap."""
         f64, take = torch.float64, self._scratch.take
         n, K = p.shape
         p_sums = p.sum(dim=1)
@@ -473,7 +473,7 @@ class CertificateState:
         sum_h = rows[:, kernels.ENTROPY].sum()
         self._add("sum_h", sum_h)
         class_stats = torch.from_numpy(class_sums)
-        self._add("sum_agree", class_stats[2].sum())
+        self._add("sum_agree", class_stats[2].sum())  # its rows: count, Σ max p, Σ agreement, …
         self._add("sum_escape", self.spec.beta * rows[:, kernels.ESCAPE].sum())
         slot = self.fields["class_stats"]
         slot.value = slot.value + class_stats

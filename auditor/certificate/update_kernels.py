@@ -3,15 +3,15 @@
 On a device, :class:`~auditor.certificate.state.CertificateState` writes the update as torch
 operations, each a pass over a B×K float64 batch: about seventy of them. On a CPU each pass
 reads its operands from memory the last pass has just pushed out of the core's cache (a
-1024×200 batch is 1.6 MB; the core's L2 holds 1 MB), so at K = 200 the passes took 7.3 ms per
+1024×200 batch is 1.6 MB; the core's L2 holds 1 MB), so at K = 200 the passes took 7.2 ms per
 1024 rows where their arithmetic needs a fraction of that (2-core AMD EPYC, one thread). Here
 each row is read once or twice while it is in the cache: the witness's logits, its softmax,
 the cross-entropy, the teacher's entropy, both arg-maxes, the escape norm, the per-class sums
 and the margin–energy path's power sums; then μ's and log σ²'s column sums, extremes and
 centred squares. The exponentials and the logarithms stay numpy's (vectorised: a scalar libm
 call per entry would cost more than the passes it saves), between the loops. The update took
-5.5 ms per 1024 rows so (``benchmarks/bench_update.py``). The loops are compiled once per
-installation (:mod:`auditor.compiled`) and release the GIL.
+4.7 ms per 1024 rows so. The state uses these loops on a CPU from 64 classes, where they pay for
+loading numba (:mod:`auditor.compiled`); they release the GIL.
 
 Each loop does the arithmetic that the torch form of the update does, in the same order
 along a row where it can (the cumulative sums); sums over many terms are added in another
@@ -79,7 +79,7 @@ def row_statistics(p, log_p, shifted, exp_shifted, unit_helmert, log_floor, delt
 
     A row is read by four loops while it is in the core's L1 cache; the sums may be reassociated
     (``fastmath={"reassoc"}``), so that the loops without a branch or a running prefix vectorise
-    instead of waiting on one addition after another (0.97 → 0.6 ms per 1024 rows at K = 200).
+    instead of waiting on one addition after another (0.97 → 0.74 ms per 1024 rows at K = 200).
     """
     n, K = p.shape
     for i in range(n):

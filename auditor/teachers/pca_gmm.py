@@ -58,8 +58,8 @@ TEACHER_FORMAT = "vae-audit-teacher/1"
 PCA_GMM_KEYS = ("pca_mean", "pca_components", "log_weights", "means", "variances", "temperature")
 # The largest difference from the definition's posterior that the expanded form may leave, per entry.
 POSTERIOR_TOLERANCE = 7.5e-13
-REPAIR_CHUNK = 4096  # pairs a step: their gathered rows, 4 × 640 KiB at r = 20, stay in cache; faster than 2048 or 8192
 _UNIT_ROUNDOFF = 2.0**-53
+REPAIR_CHUNK = 4096  # pairs a step: their gathered rows, 4 × 640 KiB at r = 20, stay in cache; faster than 2048 or 8192
 
 
 class PcaGmmTeacher(nn.Module):
