@@ -2,10 +2,10 @@
 
 :func:`compiled` is numba's ``njit`` with the GIL released (the loops run on the audit's helper
 threads beside the forward passes) and the machine code cached on disk: compiled once per
-installation (about 1.5 s on a 2-core AMD EPYC), then loaded from the cache. numba keeps the
-cache beside the module, or in the user's cache folder when the installation is read-only;
-where it can write neither, the loops are compiled in each process that uses them instead of
-failing.
+installation (about 2 s on a 2-core AMD EPYC, numba's set-up included), then loaded from the
+cache. numba keeps the cache beside the module, or in the user's cache folder when the
+installation is read-only; where it can write neither, the loops are compiled in each process
+that uses them instead of failing.
 
 Loading them is not free: numba's import and the set-up of its CPU target took about 0.5 s the
 first time a process used a loop (and 90 MB more peak memory), while the loops save about 20 ns
