@@ -199,7 +199,6 @@ class CertificateState:
         self._j = torch.arange(1, K, dtype=torch.float64, device=self.device)  # j = 1 … K−1
         self._unit_helmert = math.sqrt(K / (K - 1)) / torch.sqrt(self._j * (self._j + 1))
         self._helmert = spec.beta * self._unit_helmert
-        self._unit_helmert_np, self._helmert_np = self._unit_helmert.cpu().numpy(), self._helmert.cpu().numpy()
         self._path_t = torch.tensor(PATH_TS, dtype=torch.float64, device=self.device)
         self._pass_rows = max(64, UPDATE_PASS_ENTRIES // (K + 1))
         # on a CPU at large K, the update's compiled loops (update_kernels); else torch operations
@@ -445,7 +444,7 @@ class CertificateState:
         take = self._scratch.take
         n, K = p.shape
         shifted = take("logq", n, K)
-        kernels.witness_logits_shifted(mu.numpy(), self.spec.offset, self._helmert_np, shifted.numpy())
+        kernels.witness_logits_shifted(mu.numpy(), self.spec.offset, self._helmert.numpy(), shifted.numpy())
         exp_shifted = elementwise.exp(shifted, out=take("q", n, K))
         log_p = elementwise.log(p, out=take("logp", n, K))
         p_ce, step = take("p_ce", n, K + 1), take("step", n, K)
@@ -456,7 +455,7 @@ class CertificateState:
             log_p.numpy(),
             shifted.numpy(),  # becomes log q
             exp_shifted.numpy(),
-            self._unit_helmert_np,
+            self._unit_helmert.numpy(),
             _LOG_PATH_FLOOR,
             PATH_TS[1],
             p_ce.numpy(),
