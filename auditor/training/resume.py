@@ -82,7 +82,7 @@ def load_resume(path: Path, fingerprint: dict, total_epochs: int) -> ResumePoint
     # a zip of stored records first, as teachers and checkpoints: the file sits in the output
     # folder, where anyone who can write there could leave one that makes torch allocate at will
     with open_input(path) as handle:
-        check_torch_zip(handle, Path(path), "resume file")
+        check_torch_zip(handle, path, "resume file")
         try:
             payload = torch_load_weights_only(handle)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
